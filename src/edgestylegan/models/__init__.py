@@ -1,0 +1,3 @@
+from .mobilestylegan import Generator, GeneratorConfig, MappingNetwork, MobileSynthesisNetwork
+
+__all__ = ["Generator", "GeneratorConfig", "MappingNetwork", "MobileSynthesisNetwork"]

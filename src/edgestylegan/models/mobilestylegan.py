@@ -1,0 +1,296 @@
+"""MobileStyleGAN (Belousov 2021) as a plain tree of standard layers.
+
+Written from ../shared/docs/mobilestylegan-ir-spec.md. Choices that differ from the upstream parametrisation:
+
+* Demodulation in MobileStyleGAN does not depend on the style (its `style_inv` is a frozen buffer), so it is a
+  per-output-channel constant. We keep it folded into the conv weights (as the exported IR does). A model built
+  from scratch folds the constant in at construction, so both start from the same function class.
+* The StyledConv2d bias is added after the noise; both are additive, so it lives in the conv's own `bias`.
+* Fixed noise is stored as a unit-variance map (`noise_map` buffer) times a learned scalar (`noise_strength`).
+* The mapping network uses effective (equalized-lr scale and lr multiplier applied) `nn.Linear` weights.
+
+Every convolution is an `nn.Conv2d` and every modulation an `nn.Linear`, so pruning, quantization and
+distillation all operate on the same modules. Wavelet transforms live in `models.wavelets`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .wavelets import HaarIDWT
+
+NoiseMode = Literal["fixed", "random", "none"]
+TEACHER_CHANNELS = (512, 512, 512, 512, 512, 256, 128, 64)
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    style_dim: int = 512                      # Width of z and w.
+    mapping_layers: int = 8                   # Linear layers in the mapping network.
+    resolution: int = 1024                    # Output image size; the last block's features are half of it.
+    channels: tuple[int, ...] = TEACHER_CHANNELS  # Input/conv1 width, then the output width of every block.
+    all_heads: bool = False                   # Build a frequency head per block (needed for multi-scale distillation).
+
+    def __post_init__(self):
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if self.resolution < 8 or self.resolution & (self.resolution - 1):
+            raise ValueError(f"resolution must be a power of two >= 8, got {self.resolution}")
+        if len(self.channels) < self.num_blocks + 1:
+            raise ValueError(
+                f"resolution {self.resolution} needs {self.num_blocks + 1} channel entries, got {len(self.channels)}"
+            )
+        for c in self.channels[: self.num_blocks]:
+            if c % 4:
+                raise ValueError(f"block input channels must be divisible by 4 (wavelet bands), got {c}")
+
+    @property
+    def num_blocks(self) -> int:
+        return int(math.log2(self.resolution)) - 3
+
+    @property
+    def used_channels(self) -> tuple[int, ...]:
+        return self.channels[: self.num_blocks + 1]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GeneratorConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown generator config keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+#----------------------------------------------------------------------------
+
+
+class PixelNorm(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8)
+
+
+class MappingNetwork(nn.Module):
+    """z -> w: PixelNorm, then `num_layers` x (Linear, leaky ReLU 0.2, gain sqrt(2))."""
+
+    def __init__(self, style_dim: int = 512, num_layers: int = 8):
+        super().__init__()
+        self.norm = PixelNorm()
+        self.layers = nn.ModuleList(nn.Linear(style_dim, style_dim) for _ in range(num_layers))
+        for layer in self.layers:  # Effective-weight equivalent of equalized lr with lr_mul 0.01.
+            nn.init.normal_(layer.weight, std=1 / math.sqrt(style_dim))
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.norm(z)
+        for layer in self.layers:
+            x = F.leaky_relu(layer(x), 0.2) * math.sqrt(2)
+        return x
+
+
+#----------------------------------------------------------------------------
+
+
+def _init_modulation(linear: nn.Linear) -> None:
+    nn.init.normal_(linear.weight)        # Upstream: plain nn.Linear, weight N(0, 1), bias 1.
+    nn.init.ones_(linear.bias)
+
+
+def _fold_constant_demodulation(weight: torch.Tensor, depthwise_sq_sum: torch.Tensor, scale: float) -> None:
+    """Scale each output row so that upstream's style-independent demodulation would be 1 (in place).
+
+    weight: [O, I, k, k]; depthwise_sq_sum: [I], the squared norm of a preceding depthwise kernel (ones if none).
+    """
+    style_inv_sq = torch.randn(weight.shape[1]).square()
+    per_input = (scale**2 * style_inv_sq * depthwise_sq_sum).view(1, -1, 1, 1)
+    energy = (per_input * weight.square()).sum(dim=(1, 2, 3))
+    weight.mul_(torch.rsqrt(energy + 1e-8).view(-1, 1, 1, 1))
+
+
+class ModulatedConv2d(nn.Module):
+    """y = conv(scale * (A w + a) * x): style modulates activations, the kernel is static."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int,
+                 demodulate: bool, bias: bool):
+        super().__init__()
+        self.scale = 1 / math.sqrt(in_channels * kernel_size**2)
+        self.modulation = nn.Linear(style_dim, in_channels)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+        _init_modulation(self.modulation)
+        with torch.no_grad():
+            nn.init.normal_(self.conv.weight)
+            if bias:
+                nn.init.zeros_(self.conv.bias)
+            if demodulate:
+                _fold_constant_demodulation(self.conv.weight, torch.ones(in_channels), self.scale)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        style = self.modulation(w) * self.scale
+        return self.conv(x * style[:, :, None, None])
+
+
+class ModulatedDWConv2d(nn.Module):
+    """Depthwise 3x3 then pointwise 1x1 on style-modulated activations (demodulation folded into `pointwise`)."""
+
+    def __init__(self, in_channels: int, out_channels: int, style_dim: int):
+        super().__init__()
+        self.scale = 1 / math.sqrt(in_channels * 9)
+        self.modulation = nn.Linear(style_dim, in_channels)
+        self.depthwise = nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=True)
+        _init_modulation(self.modulation)
+        with torch.no_grad():
+            nn.init.normal_(self.depthwise.weight)
+            nn.init.normal_(self.pointwise.weight)
+            nn.init.zeros_(self.pointwise.bias)
+            dw_energy = self.depthwise.weight.flatten(1).square().sum(dim=1)
+            _fold_constant_demodulation(self.pointwise.weight, dw_energy, self.scale)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        style = self.modulation(w) * self.scale
+        return self.pointwise(self.depthwise(x * style[:, :, None, None]))
+
+
+class NoiseInjection(nn.Module):
+    """Adds strength * noise, broadcast over channels. `fixed` uses the stored map, `random` fresh N(0, 1)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.noise_strength = nn.Parameter(torch.zeros(1))
+        self.register_buffer("noise_map", torch.randn(1, 1, size, size))
+
+    def forward(self, x: torch.Tensor, noise_mode: NoiseMode) -> torch.Tensor:
+        if noise_mode == "none":
+            return x
+        if noise_mode == "fixed":
+            noise = self.noise_map
+        elif noise_mode == "random":
+            noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+        else:
+            raise ValueError(f"noise_mode must be fixed|random|none, got {noise_mode!r}")
+        return x + self.noise_strength * noise
+
+
+class StyledConv(nn.Module):
+    """Modulated conv (+bias) -> noise -> leaky ReLU 0.2 (no gain, as in MobileStyleGAN's synthesis net)."""
+
+    def __init__(self, conv: nn.Module, size: int):
+        super().__init__()
+        self.conv = conv
+        self.noise = NoiseInjection(size)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: NoiseMode) -> torch.Tensor:
+        return self.act(self.noise(self.conv(x, w), noise_mode))
+
+
+class IDWTUpsample(nn.Module):
+    """Modulate (no scale), read channels as packed Haar coefficients, inverse transform: C -> C/4 at 2x size."""
+
+    def __init__(self, in_channels: int, style_dim: int):
+        super().__init__()
+        self.modulation = nn.Linear(style_dim, in_channels)
+        self.idwt = HaarIDWT()
+        _init_modulation(self.modulation)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self.idwt(x * self.modulation(w)[:, :, None, None])
+
+
+class FrequencyHead(nn.Module):
+    """`to_img`: 1x1 modulated conv to 12 packed Haar channels (RGB x {LL, LH, HL, HH}), no demodulation."""
+
+    def __init__(self, in_channels: int, style_dim: int):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channels, 12, 1, style_dim, demodulate=False, bias=True)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, w)
+
+
+class MobileSynthesisBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, size: int, style_dim: int, with_head: bool):
+        super().__init__()
+        quarter = in_channels // 4
+        self.up = IDWTUpsample(in_channels, style_dim)
+        self.conv1 = StyledConv(ModulatedDWConv2d(quarter, out_channels, style_dim), size)
+        self.conv2 = StyledConv(ModulatedDWConv2d(out_channels, out_channels, style_dim), size)
+        self.to_img = FrequencyHead(out_channels, style_dim) if with_head else None
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: NoiseMode):
+        x = self.up(x, w)
+        x = self.conv1(x, w, noise_mode)
+        x = self.conv2(x, w, noise_mode)
+        freq = self.to_img(x, w) if self.to_img is not None else None
+        return x, freq
+
+
+class MobileSynthesisNetwork(nn.Module):
+    """w [B, style_dim] -> image [B, 3, R, R] in nominal [-1, 1] (not clamped)."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.config = config
+        ch = config.used_channels
+        self.const = nn.Parameter(torch.randn(1, ch[0], 4, 4))
+        self.conv1 = StyledConv(ModulatedConv2d(ch[0], ch[0], 3, config.style_dim, demodulate=True, bias=True), 4)
+        self.to_img1 = FrequencyHead(ch[0], config.style_dim) if config.all_heads else None
+        self.blocks = nn.ModuleList(
+            MobileSynthesisBlock(ch[i], ch[i + 1], 2 ** (i + 3), config.style_dim,
+                                 with_head=config.all_heads or i == config.num_blocks - 1)
+            for i in range(config.num_blocks)
+        )
+        self.idwt = HaarIDWT()
+
+    def forward(self, w: torch.Tensor, noise_mode: NoiseMode = "fixed", return_freqs: bool = False):
+        x = self.const.expand(w.shape[0], -1, -1, -1)
+        x = self.conv1(x, w, noise_mode)
+        freqs = [self.to_img1(x, w)] if self.to_img1 is not None else []
+        for block in self.blocks:
+            x, freq = block(x, w, noise_mode)
+            if freq is not None:
+                freqs.append(freq)
+        img = self.idwt(freqs[-1])
+        return (img, freqs) if return_freqs else img
+
+
+class Generator(nn.Module):
+    """Mapping + synthesis + the truncation centre `w_avg` (estimated once, stored with the checkpoint)."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.config = config
+        self.mapping = MappingNetwork(config.style_dim, config.mapping_layers)
+        self.synthesis = MobileSynthesisNetwork(config)
+        self.register_buffer("w_avg", torch.zeros(config.style_dim))
+
+    @property
+    def resolution(self) -> int:
+        return self.config.resolution
+
+    @torch.no_grad()
+    def estimate_w_avg(self, num_samples: int = 4096, seed: int = 0) -> None:
+        z = torch.randn(num_samples, self.config.style_dim, generator=torch.Generator().manual_seed(seed))
+        self.w_avg.copy_(self.mapping(z.to(self.w_avg.device)).mean(dim=0))
+
+    def style(self, z: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
+        w = self.mapping(z)
+        if truncation != 1.0:
+            w = self.w_avg + truncation * (w - self.w_avg)
+        return w
+
+    def forward(self, z: torch.Tensor, truncation: float = 1.0, noise_mode: NoiseMode = "fixed") -> torch.Tensor:
+        return self.synthesis(self.style(z, truncation), noise_mode=noise_mode)
+
+
+def latents_from_seeds(seeds, style_dim: int = 512) -> torch.Tensor:
+    """One z per seed, each from its own generator, so any image can be regenerated alone."""
+    return torch.stack([torch.randn(style_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])

@@ -1,0 +1,61 @@
+"""Haar (db1) wavelet transforms in the packed 4C-channel layout MobileStyleGAN uses.
+
+Layout of a packed tensor with C image channels: channels [0, C) hold LL; channels C + 3c + k hold band k of
+channel c, with k = 0, 1, 2 = (LH, HL, HH). LH is high-pass along height, HL along width (pytorch_wavelets
+conventions, mode "zero"). The pair is an exact inverse: dwt(idwt(x)) == x up to float round-off.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _split_packed(packed: torch.Tensor):
+    batch, channels4, height, width = packed.shape
+    if channels4 % 4:
+        raise ValueError(f"packed wavelet tensor needs a multiple of 4 channels, got {channels4}")
+    channels = channels4 // 4
+    low = packed[:, :channels]
+    high = packed[:, channels:].reshape(batch, channels, 3, height, width)
+    return low, high[:, :, 0], high[:, :, 1], high[:, :, 2]
+
+
+def idwt_haar(packed: torch.Tensor) -> torch.Tensor:
+    """[B, 4C, H, W] packed coefficients -> [B, C, 2H, 2W] image."""
+    ll, lh, hl, hh = _split_packed(packed)
+    batch, channels, height, width = ll.shape
+    # out[2i+a, 2j+b] = (LL + (-1)^a LH + (-1)^b HL + (-1)^(a+b) HH) / 2; pixel_shuffle puts phase a*2+b there.
+    ll_p_hh, ll_m_hh = ll + hh, ll - hh
+    lh_p_hl, lh_m_hl = lh + hl, lh - hl
+    phases = torch.stack(
+        (ll_p_hh + lh_p_hl, ll_m_hh + lh_m_hl, ll_m_hh - lh_m_hl, ll_p_hh - lh_p_hl), dim=2
+    )
+    return F.pixel_shuffle(0.5 * phases.reshape(batch, 4 * channels, height, width), 2)
+
+
+def dwt_haar(image: torch.Tensor) -> torch.Tensor:
+    """[B, C, 2H, 2W] image -> [B, 4C, H, W] packed coefficients (exact inverse of idwt_haar)."""
+    batch, channels, height2, width2 = image.shape
+    if height2 % 2 or width2 % 2:
+        raise ValueError(f"Haar DWT needs even spatial size, got {height2}x{width2}")
+    phases = F.pixel_unshuffle(image, 2).reshape(batch, channels, 4, height2 // 2, width2 // 2)
+    x00, x01, x10, x11 = phases.unbind(dim=2)
+    s0, d0 = x00 + x01, x00 - x01
+    s1, d1 = x10 + x11, x10 - x11
+    ll = 0.5 * (s0 + s1)
+    lh = 0.5 * (s0 - s1)
+    hl = 0.5 * (d0 + d1)
+    hh = 0.5 * (d0 - d1)
+    high = torch.stack((lh, hl, hh), dim=2).reshape(batch, 3 * channels, height2 // 2, width2 // 2)
+    return torch.cat((ll, high), dim=1)
+
+
+class HaarIDWT(nn.Module):
+    """Module wrapper so the inverse transform shows up as its own (float) node in the module tree."""
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        return idwt_haar(packed)
+
+
+class HaarDWT(nn.Module):
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return dwt_haar(image)

@@ -1,7 +1,7 @@
 """Load any generator file the pipeline produces, by the format recorded in it.
 
-Every loader returns an object callable as `model(z, truncation=1.0)` -> images [B, 3, R, R] with a
-`.resolution` attribute. Formats register here by name -> "module:function" (imported lazily).
+Every loader returns an object callable as `model(z, truncation=1.0)` -> images [B, 3, R, R] with
+`.resolution` and `.style_dim` attributes. Formats register here by name -> "module:function" (imported lazily).
 """
 from __future__ import annotations
 

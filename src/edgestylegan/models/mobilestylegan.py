@@ -186,7 +186,7 @@ class StyledConv(nn.Module):
         super().__init__()
         self.conv = conv
         self.noise = NoiseInjection(size)
-        self.act = nn.LeakyReLU(0.2)
+        self.act = nn.LeakyReLU(0.2, inplace=True)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: NoiseMode) -> torch.Tensor:
         return self.act(self.noise(self.conv(x, w), noise_mode))
@@ -275,6 +275,10 @@ class Generator(nn.Module):
     @property
     def resolution(self) -> int:
         return self.config.resolution
+
+    @property
+    def style_dim(self) -> int:
+        return self.config.style_dim
 
     @torch.no_grad()
     def estimate_w_avg(self, num_samples: int = 4096, seed: int = 0) -> None:

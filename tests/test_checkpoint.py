@@ -1,0 +1,46 @@
+import json
+
+import pytest
+import torch
+
+from edgestylegan.io.checkpoint import CheckpointError, checkpoint_info, load_generator, save_generator
+from edgestylegan.io.models import load_model
+
+
+def test_round_trip_is_exact(tmp_path, tiny_generator):
+    path = tmp_path / "g.safetensors"
+    save_generator(tiny_generator, path, {"source": "test"})
+    loaded = load_generator(path)
+    assert loaded.config == tiny_generator.config
+    for (k, a), (_, b) in zip(tiny_generator.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert checkpoint_info(path) == {"source": "test"}
+    assert load_model(path).resolution == 32
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        load_generator(path)
+
+
+def test_foreign_safetensors_is_rejected(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "foreign.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"format": "other"})
+    with pytest.raises(CheckpointError, match="not an edgestylegan generator"):
+        load_generator(path)
+
+
+def test_config_mismatch_is_rejected(tmp_path, tiny_generator):
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "g.safetensors"
+    save_generator(tiny_generator, path)
+    state = load_file(str(path))
+    config = tiny_generator.config.to_dict() | {"channels": [32, 16, 32, 16]}
+    save_file(state, str(path), metadata={"format": "edgestylegan.generator.v1", "config": json.dumps(config)})
+    with pytest.raises(CheckpointError, match="shape"):
+        load_generator(path)

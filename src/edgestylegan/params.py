@@ -113,6 +113,198 @@ def _teacher_rules(p: dict) -> None:
 
 CROSS_CHECKS["teacher"] = [_teacher_rules]
 
+#---------------------------------------------------------------------------- student / distill (issue 5)
+
+_HEX64 = "0123456789abcdef"
+SCHEMA["student"] = {
+    "resolution": Int(256, low=8, high=1024, help="output size: a power of two, e.g. 256 | 512 | 1024"),
+    "channels": List(Int(low=4), default=[512, 512, 512, 512, 512, 256, 128, 64], min_len=2),
+    "init": Choice("teacher", "scratch", default="teacher"),
+    "all_heads": Bool(True, help="a frequency head per block for the multi-scale loss (dropped on export)"),
+}
+SCHEMA["distill"] = {
+    "teacher": Choice("mobilestylegan", "stylegan2", default="mobilestylegan"),
+    "stylegan2_file": Str(help="rosinality stylegan2-pytorch checkpoint (g_ema) on disk"),
+    "stylegan2_url": Str(help="download address of a rosinality checkpoint"),
+    "stylegan2_sha256": Str(help="sha256 of the StyleGAN2 checkpoint (required with stylegan2_url)"),
+    "targets": Choice("pool", "online", default="pool"),
+    "teacher_runtime": Choice("auto", "torch", "openvino", default="auto"),
+    "pool_size": Int(256, low=1),
+    "pool_seed": Int(1000, low=0, high=2**31 - 1),
+    "val_size": Int(32, low=1),
+    "val_seed": Int(2000, low=0, high=2**31 - 1),
+    "truncation": Float(1.0, low=0, high=1),
+    "steps": Int(600, low=1),
+    "batch_size": Int(4, low=1),
+    "lr": Float(2e-3, low=0, open_low=True),
+    "lr_pretrained": Float(1e-4, low=0, help="0 freezes the layers copied from the teacher"),
+    "lr_schedule": Choice("cosine", "constant", default="cosine"),
+    "head_init": Choice("lstsq", "random", default="lstsq"),
+    "head_init_samples": Int(16, low=1),
+    "w_l1": Float(1.0, low=0),
+    "w_l2": Float(1.0, low=0),
+    "perceptual": Choice("none", "enl0", "vgg16", default="none"),
+    "w_perceptual": Float(1.0, low=0),
+    "vgg16_weights": Str(help="torchvision vgg16-397923af.pth (empty: $TORCH_HOME/hub/checkpoints)"),
+    "w_gan": Float(0.0, low=0),
+    "d_lr": Float(5e-4, low=0, open_low=True),
+    "d_channel_base": Int(32768, low=16),
+    "d_channel_max": Int(512, low=1),
+    "augment": Str("color,translation,cutout", help="comma list of color, translation, cutout, flip"),
+    "r1_gamma": Float(10.0, low=0),
+    "r1_interval": Int(16, low=1),
+    "seed": Int(0, low=0, high=2**31 - 1),
+    "log_every": Int(1, low=1),
+    "sample_every": Int(100, low=1),
+    "sample_count": Int(8, low=1, high=64),
+    "checkpoint_every": Int(50, low=1),
+    "device": Choice("auto", "cpu", "cuda", default="auto"),
+}
+
+
+def _student_rules(p: dict) -> None:
+    r = p["resolution"]
+    if r & (r - 1):
+        raise ParamsError(f"student.resolution = {r} must be a power of two (256, 512 or 1024 for FFHQ students)")
+    blocks = r.bit_length() - 4
+    if len(p["channels"]) < blocks + 1:
+        raise ParamsError(f"student.channels needs {blocks + 1} entries for student.resolution {r}, "
+                          f"got {len(p['channels'])}")
+    if any(c % 4 for c in p["channels"][:blocks]):
+        raise ParamsError("student.channels: every block input width must be divisible by 4 (Haar wavelet bands)")
+
+
+def _distill_rules(p: dict) -> None:
+    if p["teacher"] == "stylegan2":
+        if not (p["stylegan2_file"] or p["stylegan2_url"]):
+            raise ParamsError("distill.teacher = stylegan2 needs distill.stylegan2_file or distill.stylegan2_url")
+        if p["stylegan2_url"] and not (len(p["stylegan2_sha256"]) == 64
+                                       and all(c in _HEX64 for c in p["stylegan2_sha256"].lower())):
+            raise ParamsError("distill.stylegan2_url needs distill.stylegan2_sha256: the 64-hex-digit sha256 of the "
+                              "file (`sha256sum FILE`)")
+    from .distill.augment import parse_policy
+
+    try:
+        parse_policy(p["augment"])
+    except ValueError as e:
+        raise ParamsError(f"distill.augment: {e}") from None
+
+
+CROSS_CHECKS["student"] = [_student_rules]
+CROSS_CHECKS["distill"] = [_distill_rules]
+
+#---------------------------------------------------------------------------- eval / report (issue 4)
+
+SCHEMA["eval"] = {
+    "seed": Int(100_000, low=0, high=2**31 - 1, help="evaluation latents: seeds seed .. seed+num_samples-1"),
+    "reference_seed": Int(200_000, low=0, high=2**31 - 1, help="teacher reference set, disjoint from eval.seed"),
+    "num_samples": Int(256, low=8, help="N images per set"),
+    "truncation": Float(1.0, low=0, high=1, help="1.0 = untruncated, as FID is usually reported"),
+    "resolution": Int(256, low=32, high=1024, help="evaluation resolution (area downsampling)"),
+    "batch_size": Int(4, low=1),
+    "feature_batch_size": Int(32, low=1),
+    "runtime": Choice("auto", "openvino", "torch", default="auto"),
+    "parity_tolerance": Float(2e-3, low=0, open_low=True, help="max |OpenVINO - PyTorch| on the first batch"),
+    "feature_spaces": List(Choice("enl0", "inception"), default=["enl0"], min_len=1),
+    "inception_weights": Str(help="FID Inception weights file (else torch hub cache, else download)"),
+    "reference": Str("teacher", help="teacher | path to clean-fid statistics .npz (mu, sigma)"),
+    "kid_subsets": Int(100, low=1),
+    "kid_subset_size": Int(128, low=2),
+    "precision_recall": Bool(True),
+    "strip_columns": Int(8, low=1, high=32),
+}
+SCHEMA["report"] = {
+    "variants": List(Choice("teacher", "pruned", "int8", "student"), default=["teacher", "pruned", "int8", "student"],
+                     min_len=1, help="`pruned` expands to one row per prune.amounts entry"),
+    "grid_columns": Int(6, low=1, high=32, help="latents (columns) in the same-latent sample grid"),
+}
+
+
+def _eval_rules(p: dict) -> None:
+    n = p["num_samples"]
+    if p["kid_subset_size"] > n:
+        raise ParamsError(f"eval.kid_subset_size = {p['kid_subset_size']} exceeds eval.num_samples = {n}")
+    if p["seed"] < p["reference_seed"] + n and p["reference_seed"] < p["seed"] + n:
+        raise ParamsError(f"eval.seed and eval.reference_seed ranges overlap for N = {n}; the noise floor needs "
+                          f"disjoint seeds (e.g. eval.reference_seed = {p['seed'] + n})")
+    if len(set(p["feature_spaces"])) != len(p["feature_spaces"]):
+        raise ParamsError(f"eval.feature_spaces has duplicates: {p['feature_spaces']}")
+    if p["strip_columns"] > n:
+        raise ParamsError(f"eval.strip_columns = {p['strip_columns']} exceeds eval.num_samples = {n}")
+
+
+def _report_rules(p: dict) -> None:
+    if len(set(p["variants"])) != len(p["variants"]):
+        raise ParamsError(f"report.variants has duplicates: {p['variants']}")
+
+
+CROSS_CHECKS["eval"] = [_eval_rules]
+CROSS_CHECKS["report"] = [_report_rules]
+
+#---------------------------------------------------------------------------- prune / quantize / account (issue 3)
+
+_AMOUNT = Float(low=0, high=1, open_low=True, open_high=True, help="a fraction of the targeted weights, 0 < a < 1")
+SCHEMA["prune"] = {
+    "base": Choice("teacher", "student", default="teacher", help="models/<base>.safetensors is pruned"),
+    "amounts": List(_AMOUNT, default=[0.2, 0.4, 0.6, 0.8], min_len=1),
+    "amount": Float(0.0, low=0, high=1, open_high=True,
+                    help="operating point fed to quantize: 0 = the dense base model, else one of prune.amounts"),
+    "method": Choice("l1", "random", default="l1"),
+    "scope": Choice("global", "layer", default="global"),
+    "targets": Choice("all", "edgestylegan", default="all"),
+    "seed": Int(0, low=0, high=2**31 - 1, help="prune.method = random only"),
+}
+SCHEMA["quantize"] = {
+    "engine": Choice("onnxruntime", "torch", default="onnxruntime",
+                     help="which int8 model is the `int8` variant downstream"),
+    "backend": Choice("x86", "qnnpack", default="x86"),
+    "calibration_samples": Int(32, low=8, help="styles used to calibrate activation ranges (the earlier study used 1)"),
+    "calibration_seed": Int(1234, low=0, high=2**31 - 1),
+    "calibration": Choice("mse", "minmax", default="mse"),
+    "truncation": Float(1.0, low=0, high=1),
+    "fidelity_seeds": List(SEED, default=[0, 1, 2, 3], min_len=1),
+    "min_psnr": Float(30.0, low=0, help="keep the most sensitive convs float until int8-vs-fp32 PSNR reaches this; "
+                                        "0 = everything int8"),
+    "keep_float": List(Str(), default=[], help="conv sites forced to stay float, e.g. blocks.0.conv1"),
+    "float_weights": Choice("int8", "fp16", default="int8",
+                            help="storage of the weights of conv sites kept float (their compute is fp32)"),
+}
+SCHEMA["account"] = {
+    "runtimes": List(Choice("torch_fp32", "torch_int8", "onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32",
+                            "openvino_int8", "openvino_ir_fp32"),
+                     default=["torch_fp32", "torch_int8", "onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32",
+                              "openvino_int8", "openvino_ir_fp32"], min_len=0),
+    "latency_repeats": Int(5, low=1, help="timed calls per runtime (median reported)"),
+    "latency_warmup": Int(1, low=0),
+    "threads": Int(2, low=1),
+    "pruned_latency": Bool(True, help="also time each pruned model in torch fp32 (dense kernels)"),
+    "student": Bool(False, help="account models/student.safetensors too (needs the distill stage)"),
+}
+
+
+def _prune_rules(p: dict) -> None:
+    amounts = p["amounts"]
+    if len(set(amounts)) != len(amounts):
+        raise ParamsError(f"prune.amounts has duplicates: {amounts}")
+    if p["amount"] != 0 and p["amount"] not in amounts:
+        raise ParamsError(f"prune.amount = {p['amount']} is neither 0 (dense) nor one of prune.amounts {amounts}; "
+                          f"add it to prune.amounts so that the prune stage produces it")
+
+
+def _quantize_rules(p: dict) -> None:
+    if len(set(p["keep_float"])) != len(p["keep_float"]):
+        raise ParamsError(f"quantize.keep_float has duplicates: {p['keep_float']}")
+
+
+def _account_rules(p: dict) -> None:
+    if len(set(p["runtimes"])) != len(p["runtimes"]):
+        raise ParamsError(f"account.runtimes has duplicates: {p['runtimes']}")
+
+
+CROSS_CHECKS["prune"] = [_prune_rules]
+CROSS_CHECKS["quantize"] = [_quantize_rules]
+CROSS_CHECKS["account"] = [_account_rules]
+
 
 def validate(raw: dict, sections: list[str], source: str = "params.yaml") -> dict:
     if not isinstance(raw, dict):

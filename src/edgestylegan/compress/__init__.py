@@ -1,0 +1,1 @@
+"""Model compression: unstructured pruning, sparse storage, int8 post-training quantization, ONNX export."""

@@ -1,0 +1,161 @@
+"""ONNX export of generators and the ONNX runtimes (ONNX Runtime, OpenVINO) behind one calling convention.
+
+Every runner here is callable as `model(z, truncation=1.0) -> images` (torch tensors in, torch float32 [B, 3, R, R]
+out, nominal [-1, 1], unclamped) and has `.resolution`, like a `Generator`, so evaluation and latency code can use
+any of them. ONNX files written here carry metadata (`format`, `config`, `kind`) so `io.models.load_model` can
+dispatch on them. The exported graph is z [B, style_dim] + truncation (scalar) -> image, with the fixed noise maps
+baked in as constants (noise_mode "fixed", as in the original IR).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..io.atomic import atomic_path
+from ..io.checkpoint import CheckpointError
+from ..models.mobilestylegan import Generator, GeneratorConfig
+
+FORMAT = "edgestylegan.onnx_generator.v1"
+OPSET = 18
+
+
+class _ZToImage(nn.Module):
+    """The exported function: mapping, truncation toward w_avg, synthesis with fixed noise."""
+
+    def __init__(self, gen: Generator):
+        super().__init__()
+        self.gen = gen
+
+    def forward(self, z: torch.Tensor, truncation: torch.Tensor) -> torch.Tensor:
+        w = self.gen.mapping(z)
+        w = self.gen.w_avg + truncation * (w - self.gen.w_avg)
+        return self.gen.synthesis(w, noise_mode="fixed")
+
+
+def export_onnx(gen: Generator, path: str | Path, kind: str = "fp32", info: dict | None = None) -> Path:
+    """Write `gen` (float) as ONNX (opset 18, dynamic batch, one file) atomically. Parameter names are kept as
+    initializer names (`gen.` + state-dict key), which the quantizer uses to find each conv."""
+    import onnx
+
+    path = Path(path)
+    module = _ZToImage(gen.eval()).eval()
+    example = (torch.zeros(2, gen.config.style_dim), torch.tensor(1.0))   # batch 1 would be specialised
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    with atomic_path(path, suffix=".onnx") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, example, str(tmp), dynamo=True, opset_version=OPSET, input_names=["z", "truncation"],
+                          output_names=["image"], dynamic_shapes=({0: batch}, None), external_data=False,
+                          verbose=False)
+        model = onnx.load(str(tmp))
+        set_metadata(model, gen.config, kind, info)
+        onnx.save(model, str(tmp))
+    return path
+
+
+def set_metadata(model, config: GeneratorConfig, kind: str, info: dict | None = None) -> None:
+    meta = {"format": FORMAT, "config": json.dumps(config.to_dict()), "kind": kind, "info": json.dumps(info or {})}
+    keep = [p for p in model.metadata_props if p.key not in meta]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def onnx_metadata(path: str | Path) -> dict:
+    import onnx
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:   # onnx raises DecodeError / OSError / ValueError variants
+        raise CheckpointError(f"{path} is not a readable ONNX model: {e}") from e
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: ONNX model without edgestylegan metadata (format {meta.get('format')!r}); "
+                              f"export it with edgestylegan.compress.onnx_export.export_onnx")
+    return meta
+
+
+class _OnnxGeneratorBase:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        meta = onnx_metadata(self.path)
+        self.config = GeneratorConfig.from_dict(json.loads(meta["config"]))
+        self.kind = meta.get("kind", "")
+        self.resolution = self.config.resolution
+        self.style_dim = self.config.style_dim
+
+    def run_numpy(self, z: np.ndarray, truncation: float) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, z: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
+        z_np = np.ascontiguousarray(z.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.run_numpy(z_np, float(truncation)))
+
+    def eval(self):
+        return self
+
+
+class OnnxRuntimeGenerator(_OnnxGeneratorBase):
+    """An exported generator (fp32 or QDQ int8) on ONNX Runtime's CPU execution provider."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        super().__init__(path)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+
+    def run_numpy(self, z: np.ndarray, truncation: float) -> np.ndarray:
+        return self.session.run(None, {"z": z, "truncation": np.asarray(truncation, dtype=np.float32)})[0]
+
+
+class OpenVINOOnnxGenerator(_OnnxGeneratorBase):
+    """An exported generator compiled by OpenVINO for CPU (fp32 graphs at f32 precision: the CPU default would be
+    bf16; QDQ int8 graphs run their int8 parts in int8). Batch rows are run one by one (static batch 1)."""
+
+    runtime = "openvino"
+
+    def __init__(self, path: str | Path, threads: int | None = None, precision: str = "f32"):
+        import openvino as ov
+
+        super().__init__(path)
+        core = ov.Core()
+        model = core.read_model(str(self.path))
+        model.reshape({"z": [1, self.config.style_dim], "truncation": []})
+        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.precision = precision
+
+    def run_numpy(self, z: np.ndarray, truncation: float) -> np.ndarray:
+        psi = np.asarray(truncation, dtype=np.float32)
+        return np.concatenate([self.compiled({"z": row[None], "truncation": psi})[0] for row in z])
+
+
+def openvino_generator(gen: Generator, threads: int | None = None, precision: str = "f32") -> OpenVINOOnnxGenerator:
+    """Compile a float `Generator` with OpenVINO (via a temporary ONNX export). Callable as model(z, truncation)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(gen, Path(tmp) / "generator.onnx")
+        runner = OpenVINOOnnxGenerator(path, threads=threads, precision=precision)
+    return runner
+
+
+def load_onnx_generator(path: str | Path) -> OnnxRuntimeGenerator:
+    """`io.models` loader for format "onnx": the model on ONNX Runtime."""
+    return OnnxRuntimeGenerator(path)

@@ -1,0 +1,152 @@
+"""Build MobileStyleGAN students for distillation, initialise their new heads, export the inference model.
+
+A student always shares the teacher's mapping network, truncation centre and fixed noise maps (student and teacher
+see the same w and the same noise). `init = teacher` also copies the synthesis trunk of a MobileStyleGAN teacher
+(const, conv1, blocks 0..n-1 with their noise strengths; a head only where the teacher has one at that block).
+Heads the pretrained export lacks are new: random, or fitted in closed form (`fit_heads_lstsq`).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..cli import UserError
+from ..models.mobilestylegan import FrequencyHead, Generator, GeneratorConfig
+from ..models.wavelets import dwt_haar
+from .losses import image_pyramid
+from .teachers import teacher_noise_by_layer
+
+
+def build_student(config: GeneratorConfig, teacher: nn.Module, init: str, seed: int = 0) -> tuple[Generator, set[str]]:
+    """Returns the student (train mode) and the names of its parameters copied from the teacher's synthesis net."""
+    if config.style_dim != teacher.style_dim:
+        raise UserError(f"student style_dim {config.style_dim} != teacher style_dim {teacher.style_dim}")
+    if config.resolution > teacher.resolution:
+        raise UserError(f"student.resolution {config.resolution} exceeds the teacher's {teacher.resolution} px")
+    torch.manual_seed(seed)
+    student = Generator(config)
+    student.mapping.load_state_dict(teacher.mapping.state_dict())
+    student.mapping.requires_grad_(False)
+    student.w_avg.copy_(teacher.w_avg)
+    pretrained: set[str] = set()
+    if init == "teacher":
+        if not isinstance(teacher, Generator):
+            raise UserError("student.init = teacher copies a MobileStyleGAN trunk; a StyleGAN2 teacher has none "
+                            "(use student.init = scratch; the mapping network and noise are shared either way)")
+        source = teacher.synthesis.state_dict()
+        target = student.synthesis.state_dict()
+        copied = {}
+        for key, value in target.items():
+            if key not in source:
+                continue  # Heads the teacher does not have.
+            if source[key].shape != value.shape:
+                raise UserError(f"student.init = teacher: synthesis.{key} is {tuple(value.shape)} in the student but "
+                                f"{tuple(source[key].shape)} in the teacher; student.channels must start with the "
+                                f"teacher's {list(teacher.config.channels[:config.num_blocks + 1])}")
+            copied[key] = source[key]
+        student.synthesis.load_state_dict(copied, strict=False)
+        param_names = {n for n, _ in student.synthesis.named_parameters()}
+        pretrained = {f"synthesis.{k}" for k in copied if k in param_names}
+    elif init != "scratch":
+        raise ValueError(f"unknown student.init {init!r}")
+    tame_new_modulations(student, pretrained)
+    share_noise(student, teacher)
+    return student.train(), pretrained
+
+
+@torch.no_grad()
+def tame_new_modulations(student: Generator, pretrained: set[str]) -> None:
+    """Scale new modulation weights by 1/sqrt(style_dim) (what equalized lr does at run time).
+
+    MobileStyleGAN's modulations are plain N(0, 1) Linears; with |w| ~ 10 every block multiplies the activations
+    by ~|A w|, so a randomly initialised 256-px student starts with outputs of ~1e15. Scaled, they start at O(0.1).
+    """
+    for name, module in student.synthesis.named_modules():
+        if isinstance(module, nn.Linear) and f"synthesis.{name}.weight" not in pretrained:
+            module.weight.mul_(module.in_features ** -0.5)
+
+
+@torch.no_grad()
+def share_noise(student: Generator, teacher: nn.Module) -> None:
+    """Copy the teacher's fixed noise maps into the student's NoiseInjection layers (matched by path)."""
+    maps = teacher_noise_by_layer(teacher)
+    for name, module in student.synthesis.named_modules():
+        path = f"synthesis.{name}"
+        if not hasattr(module, "noise_map"):
+            continue
+        if path not in maps:
+            raise UserError(f"teacher has no noise map for student layer {path}")
+        noise, _strength = maps[path]  # Strengths come with the trunk (init = teacher) or are learned.
+        if noise.shape[-1] != module.noise_map.shape[-1]:
+            raise UserError(f"noise size mismatch at {path}: teacher {tuple(noise.shape)}, "
+                            f"student {tuple(module.noise_map.shape)}")
+        module.noise_map.copy_(noise.reshape(module.noise_map.shape))
+
+
+def head_modules(student: Generator) -> list[tuple[str, FrequencyHead]]:
+    return [(f"synthesis.{n}", m) for n, m in student.synthesis.named_modules() if isinstance(m, FrequencyHead)]
+
+
+@torch.no_grad()
+def fit_heads_lstsq(student: Generator, w: torch.Tensor, targets: torch.Tensor, names: set[str] | None = None,
+                    batch_size: int = 4, ridge: float = 1e-4) -> dict[str, float]:
+    """Closed-form init of frequency heads: ridge regression from head input to the teacher's Haar pyramid.
+
+    With the modulation set to a constant (A = 0, a = 1) a head is the linear map freq = W (scale * x) + b, so the
+    least-squares W, b given the (fixed) trunk features is one solve. Training then learns the style-dependent part.
+    names: head module paths to fit (default: all). Returns the fitted L2 on the fitting set per head.
+    """
+    heads = [(n, h) for n, h in head_modules(student) if names is None or n in names]
+    if not heads:
+        return {}
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [h.register_forward_hook(lambda m, args, out, n=n: captured.__setitem__(n, args[0])) for n, h in heads]
+    stats = {n: None for n, _ in heads}
+    was_training = student.training
+    student.eval()
+    try:
+        for start in range(0, len(w), batch_size):
+            wb, tb = w[start:start + batch_size], targets[start:start + batch_size]
+            student.synthesis(wb, noise_mode="fixed")
+            pyramid = image_pyramid(tb.float(), [2 * captured[n].shape[-1] for n, _ in heads])
+            for n, head in heads:
+                x = captured[n] * head.conv.scale                                      # [B, C, s, s]
+                y = dwt_haar(pyramid[2 * x.shape[-1]])                                  # [B, 12, s, s]
+                xm = torch.cat((x, torch.ones_like(x[:, :1])), 1).permute(0, 2, 3, 1).reshape(-1, x.shape[1] + 1)
+                ym = y.permute(0, 2, 3, 1).reshape(-1, 12)
+                # float32 products per batch (fast GEMM), accumulated in float64.
+                acc = ((xm.T @ xm).double(), (xm.T @ ym).double(), (ym.double() ** 2).sum(), len(ym))
+                stats[n] = acc if stats[n] is None else tuple(a + b for a, b in zip(stats[n], acc))
+    finally:
+        for h in hooks:
+            h.remove()
+        student.train(was_training)
+    fitted = {}
+    for n, head in heads:
+        xtx, xty, yty, count = stats[n]
+        dim = xtx.shape[0]
+        reg = ridge * torch.trace(xtx) / dim
+        sol = torch.linalg.solve(xtx + reg * torch.eye(dim, dtype=xtx.dtype), xty)    # [C+1, 12]
+        residual = yty - 2 * (sol * xty).sum() + (sol * (xtx @ sol)).sum()
+        fitted[n] = float(residual / (count * 12))
+        conv = head.conv
+        conv.conv.weight.copy_(sol[:-1].T.reshape(conv.conv.weight.shape).float())
+        conv.conv.bias.copy_(sol[-1].float())
+        conv.modulation.weight.zero_()
+        conv.modulation.bias.fill_(1.0)
+    return fitted
+
+
+def export_student(student: Generator) -> Generator:
+    """The inference model: same weights without the intermediate (training-only) heads, eval mode, CPU."""
+    config = GeneratorConfig(**{**student.config.to_dict(), "all_heads": False})
+    out = Generator(config)
+    state = {k: v.detach().cpu() for k, v in student.state_dict().items() if k in out.state_dict()}
+    out.load_state_dict(state, strict=True)
+    return out.eval()
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB) of images in [-1, 1] (clamped), peak-to-peak range 2."""
+    mse = (pred.clamp(-1, 1) - target.clamp(-1, 1)).square().flatten(1).mean(dim=1)
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))

@@ -1,0 +1,217 @@
+"""Size and compute accounting from what is really stored and really computed.
+
+Conventions
+* Parameters are counted from the tensors (`nn.Parameter`s; buffers such as the fixed noise maps separately).
+  "Non-zero" is bitwise (+0.0 is zero).
+* Bytes are file sizes on disk (or the exact length of the serialised file for forms not written to disk), and their
+  gzip (level 6) compressed sizes.
+* One MAC = one multiply-accumulate of a weight with an activation inside a convolution or a linear layer, per
+  generated image (batch 1), at the model's output resolution: conv MACs = C_out * C_in/groups * k_h * k_w * H_out
+  * W_out; linear MACs = in * out. Dense kernels: a pruned (zero) weight still costs its MAC. Elementwise work
+  (style multiplies, noise, bias, leaky ReLU, the Haar IDWT) is not a MAC and is counted separately as ops.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save as safetensors_save
+from torch import nn
+
+from ..models.mobilestylegan import (Generator, GeneratorConfig, IDWTUpsample, ModulatedConv2d, ModulatedDWConv2d,
+                                     MobileSynthesisNetwork, NoiseInjection)
+
+# Upstream MobileStyleGAN's synthesis-net buffers (style_inv 3,744 + 8 IDWTs x 8 + device_info 1), spec section 1.2:
+# the earlier study's "(params + buffers) x 4 bytes" used these.
+UPSTREAM_BUFFERS = 3_809
+UPSTREAM_PARAMS = 8_852_079
+
+
+def state_dicts_equal(a: dict, b: dict) -> bool:
+    """Same keys, shapes, dtypes and bits."""
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        x, y = a[k].detach().cpu().contiguous(), b[k].detach().cpu().contiguous()
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        if x.numel() and not torch.equal(x.reshape(-1).view(torch.uint8), y.reshape(-1).view(torch.uint8)):
+            return False
+    return True
+
+
+def dense_serialised(gen: Generator) -> bytes:
+    """The dense fp32 file `io.checkpoint.save_generator` would write for `gen` (with empty info), in memory."""
+    from ..io.checkpoint import FORMAT
+
+    meta = {"format": FORMAT, "config": json.dumps(gen.config.to_dict()), "info": "{}"}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in gen.state_dict().items()}
+    return safetensors_save(tensors, metadata=meta)
+
+
+def dense_file_bytes(gen: Generator) -> int:
+    """Exact size of the dense fp32 file for `gen` (serialised in memory, not written)."""
+    return len(dense_serialised(gen))
+
+
+def gzip_bytes(path_or_bytes, level: int = 6) -> int:
+    data = Path(path_or_bytes).read_bytes() if isinstance(path_or_bytes, (str, Path)) else path_or_bytes
+    return len(gzip.compress(data, compresslevel=level, mtime=0))
+
+
+def file_sizes(path: str | Path) -> dict:
+    path = Path(path)
+    return {"bytes": path.stat().st_size, "gzip_bytes": gzip_bytes(path)}
+
+
+def parameter_counts(gen: Generator) -> dict:
+    """Parameters / non-zeros / sparsity of the synthesis net and of the whole generator; buffers separately."""
+    out = {}
+    for scope, module in (("synthesis", gen.synthesis), ("generator", gen)):
+        params = [p.detach() for p in module.parameters()]
+        total = sum(p.numel() for p in params)
+        zeros = sum(int((p == 0).sum()) for p in params)
+        out[scope] = {"params": total, "nonzero": total - zeros, "sparsity": zeros / total if total else 0.0,
+                      "buffers": sum(b.numel() for b in module.buffers())}
+    return out
+
+
+def earlier_study_counting(module: nn.Module) -> dict:
+    """The EdgeStyleGAN way: `sum(p.numel() for p in module.parameters())` and (params + buffers) * 4 bytes / 2^20.
+
+    After int8 conversion, packed int8 weights are not `nn.Parameter`s, so they silently drop out of this count.
+    """
+    params = sum(p.numel() for p in module.parameters())
+    buffers = sum(b.numel() for b in module.buffers())
+    return {"params_listed": params, "buffers_listed": buffers, "mib_claimed": (params + buffers) * 4 / 2**20}
+
+
+def earlier_study_reproduction(gen: Generator) -> dict:
+    """Reproduce "8,852,079 -> 3,878,031 params, 33.78 -> 14.81 MB" on the upstream parameter set of `gen`.
+
+    Dynamic int8 quantization of every synthesis `nn.Linear` (the study's fallback path), then its counting, with
+    upstream's 3,809 buffers (our synthesis net holds the fixed noise maps as buffers instead of style_inv).
+    """
+    import warnings
+
+    from ..compress.prune import upstream_parameter_set
+
+    full = upstream_parameter_set(gen)
+    before = sum(p.numel() for p in full.synthesis.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        quantized = quantize_dynamic(full.synthesis, {nn.Linear}, dtype=torch.qint8)
+    after = sum(p.numel() for p in quantized.parameters())
+    linear = sum(m.weight.numel() + m.bias.numel() for m in full.synthesis.modules() if isinstance(m, nn.Linear))
+    return {"params_before": before, "params_listed_after_dynamic_int8_linear": after,
+            "linear_params_dropped_from_count": linear,
+            "mib_claimed_before": (before + UPSTREAM_BUFFERS) * 4 / 2**20,
+            "mib_claimed_after": (after + UPSTREAM_BUFFERS) * 4 / 2**20,
+            "params_really_stored_after": before}
+
+
+def analytic_macs(config: GeneratorConfig) -> dict:
+    """Per-layer MACs and elementwise ops for one image, from shapes only (the model is built on the meta device).
+
+    Returns {"layers": {name: macs}, "conv": .., "linear": .., "mapping": .., "total": .., "elementwise_ops": ..,
+    "flops_2mac_plus_elementwise": ..}.
+    """
+    with torch.device("meta"):
+        gen = Generator(config)
+    layers, elementwise = {}, [0]
+    hooks = []
+
+    def conv_hook(name):
+        def hook(module, args, out):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            layers[name] = out.numel() // out.shape[0] * (module.in_channels // module.groups) * k
+            elementwise[0] += out.numel() // out.shape[0] if module.bias is not None else 0   # bias add
+        return hook
+
+    def linear_hook(name):
+        def hook(module, args, out):
+            layers[name] = module.in_features * module.out_features
+        return hook
+
+    def input_numel_hook(factor):
+        def hook(module, args):
+            elementwise[0] += factor * (args[0].numel() // args[0].shape[0])
+        return hook
+
+    for name, module in gen.named_modules():
+        if isinstance(module, nn.Conv2d):
+            hooks.append(module.register_forward_hook(conv_hook(name)))
+        elif isinstance(module, nn.Linear):
+            hooks.append(module.register_forward_hook(linear_hook(name)))
+        elif isinstance(module, (ModulatedConv2d, ModulatedDWConv2d, IDWTUpsample)):
+            hooks.append(module.register_forward_pre_hook(input_numel_hook(1)))          # style multiply
+        elif isinstance(module, NoiseInjection):
+            hooks.append(module.register_forward_pre_hook(input_numel_hook(2)))          # noise add + leaky ReLU
+    for name, module in gen.named_modules():      # Haar IDWT: 3 adds/muls per output value (wavelets.idwt_haar)
+        if type(module).__name__ == "HaarIDWT":
+            hooks.append(module.register_forward_hook(
+                lambda m, a, out: elementwise.__setitem__(0, elementwise[0] + 3 * (out.numel() // out.shape[0]))))
+    with torch.no_grad():
+        gen(torch.zeros(1, config.style_dim, device="meta"))
+    for h in hooks:
+        h.remove()
+    conv = sum(v for k, v in layers.items() if k.startswith("synthesis.") and ".modulation" not in k)
+    linear = sum(v for k, v in layers.items() if ".modulation" in k)
+    mapping = sum(v for k, v in layers.items() if k.startswith("mapping."))
+    total = conv + linear + mapping
+    return {"layers": layers, "conv": conv, "modulation_linear": linear, "mapping": mapping, "total": total,
+            "elementwise_ops": elementwise[0], "flops_2mac_plus_elementwise": 2 * total + elementwise[0]}
+
+
+def mac_summary(config: GeneratorConfig) -> dict:
+    """MACs of `config` and of the same net with every training head (upstream's parameter set), vs the paper."""
+    import dataclasses as dc
+
+    ours = analytic_macs(config)
+    full = analytic_macs(dc.replace(config, all_heads=True))
+    paper_gmac = 15.09
+    return {
+        "gmac": ours["total"] / 1e9, "gmac_conv": ours["conv"] / 1e9,
+        "gmac_modulation_linear": ours["modulation_linear"] / 1e9, "gmac_mapping": ours["mapping"] / 1e9,
+        "elementwise_gops": ours["elementwise_ops"] / 1e9,
+        "gflops_2mac_plus_elementwise": ours["flops_2mac_plus_elementwise"] / 1e9,
+        "all_heads": {"gmac": full["total"] / 1e9, "gflops_2mac": 2 * full["total"] / 1e9,
+                      "gflops_2mac_plus_elementwise": full["flops_2mac_plus_elementwise"] / 1e9},
+        "paper_gmac": paper_gmac,
+        "paper_over_ours_all_heads": paper_gmac * 1e9 / full["total"],
+    }
+
+
+def stored_elements(path: str | Path) -> dict:
+    """Elements per stored dtype in a safetensors or ONNX file (what the bytes are made of)."""
+    from collections import Counter
+
+    path = Path(path)
+    counts: Counter = Counter()
+    if path.suffix == ".onnx":
+        import onnx
+        from onnx import helper
+
+        model = onnx.load(str(path))
+        for init in model.graph.initializer:
+            dtype = helper.tensor_dtype_to_np_dtype(init.data_type).name
+            counts[dtype] += int(np_prod(init.dims))
+    else:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                t = f.get_slice(key)
+                counts[str(t.get_dtype()).lower()] += int(np_prod(t.get_shape()))
+    return dict(counts)
+
+
+def np_prod(shape) -> int:
+    out = 1
+    for s in shape:
+        out *= int(s)
+    return out

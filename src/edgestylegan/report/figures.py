@@ -1,0 +1,176 @@
+"""Report figures (matplotlib, offline PNGs). Each function returns a caption, or raises `NoData` with the reason."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ..io.atomic import atomic_path  # noqa: E402
+
+STRIP_PADDING = 2   # edgestylegan.imaging.grid's default padding, used by the evaluate stage's strips.
+
+
+class NoData(Exception):
+    """The figure cannot be drawn from the metrics present; the message says what is missing."""
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def _floor(ax, value, label="noise floor (teacher vs teacher)"):
+    if value is not None:
+        ax.axhline(value, color="0.4", linestyle="--", linewidth=1, label=label)
+
+
+#----------------------------------------------------------------------------
+
+
+def metric_vs_sparsity(rows: list[dict], protocol: dict, path: Path) -> str:
+    fd = protocol["fd_key"]
+    pts = sorted((r for r in rows if r["kind"] in ("teacher", "pruned") and r.get("sparsity_synthesis") is not None
+                  and r.get(fd) is not None), key=lambda r: r["sparsity_synthesis"])
+    if len([r for r in pts if r["kind"] == "pruned"]) < 1:
+        raise NoData("no pruned variant has both a sparsity (metrics/prune/<amount>.json) and an evaluation")
+    teacher = next((r for r in rows if r["kind"] == "teacher"), None)
+    x = [100 * r["sparsity_synthesis"] for r in pts]
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.8))
+    a1.plot(x, [r[fd] for r in pts], "o-", label=fd)
+    for r, xi in zip(pts, x):
+        a1.annotate(r["variant"], (xi, r[fd]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    _floor(a1, teacher and teacher.get(fd))
+    a1.set_ylabel(f"{fd} (lower is better)")
+    a1.set_title(f"{protocol['space_short']}, N = {protocol['n']}, vs teacher samples", fontsize=9)
+    a1.legend(fontsize=8)
+    pr = [(xi, r) for xi, r in zip(x, pts) if r.get("psnr_db") is not None]
+    a2.plot([xi for xi, _ in pr], [r["psnr_db"] for _, r in pr], "o-", color="tab:green")
+    a2.set_ylabel("PSNR vs teacher (dB, higher is better)")
+    a2.set_title(f"paired with the teacher (same latents), {protocol['resolution']} px", fontsize=9)
+    a3.plot(x, [r["ssim"] for r in pts], "s-", color="tab:purple")
+    a3.set_ylabel("SSIM vs teacher (1 = identical)")
+    a3.set_title(f"paired with the teacher (same latents), {protocol['resolution']} px", fontsize=9)
+    for ax in (a1, a2, a3):
+        ax.set_xlabel("zero weights in the synthesis network (%)")
+        ax.margins(x=0.12)
+    fig.suptitle("Quality vs pruning sparsity", fontsize=11)
+    _save(fig, path)
+    return (f"{fd} (left), PSNR and SSIM against the teacher's image of the same latent vs the share of zero "
+            "synthesis weights (the teacher is 0 %; its PSNR is infinite and not drawn); the dashed line is the "
+            f"noise floor (teacher vs teacher at the same N = {protocol['n']}).")
+
+
+def size_vs_metric(rows: list[dict], protocol: dict, path: Path) -> str:
+    fd = protocol["fd_key"]
+    pts = [r for r in rows if r.get("bytes") and r.get(fd) is not None]
+    if len(pts) < 2:
+        raise NoData("fewer than two variants have both bytes on disk (metrics/size.json, stage account) and "
+                     f"{fd}")
+    teacher = next((r for r in rows if r["kind"] == "teacher"), None)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colors = {"teacher": "black", "pruned": "tab:blue", "int8": "tab:red", "student": "tab:green"}
+    for r in pts:
+        ax.scatter(r["bytes"] / 1e6, r[fd], color=colors.get(r["kind"], "gray"), zorder=3)
+        ax.annotate(r["variant"], (r["bytes"] / 1e6, r[fd]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    front, best = [], float("inf")   # Pareto front: no other variant is both smaller and better.
+    for r in sorted(pts, key=lambda r: (r["bytes"], r[fd])):
+        if r[fd] < best:
+            front.append(r)
+            best = r[fd]
+    ax.step([r["bytes"] / 1e6 for r in front], [r[fd] for r in front], where="post", color="tab:orange",
+            label="Pareto front", zorder=2)
+    _floor(ax, teacher and teacher.get(fd))
+    ax.set_xlim(left=0)
+    ax.margins(x=0.12, y=0.08)
+    ax.set_xlabel("model file size on disk (MB)")
+    ax.set_ylabel(f"{fd} (lower is better)")
+    ax.set_title(f"Size vs quality ({protocol['space_short']}, N = {protocol['n']}, vs teacher samples)", fontsize=10)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return (f"Bytes on disk vs {fd}; the orange steps join the variants that no other variant beats on both "
+            "size and quality.")
+
+
+def latency_by_runtime(latency: dict[str, dict[str, float]], path: Path) -> str:
+    variants = [v for v, lat in latency.items() if lat]
+    if not variants:
+        raise NoData("metrics/size.json has no latency measurements (stage account)")
+    runtimes = sorted({rt for v in variants for rt in latency[v]})
+    colors = {rt: plt.get_cmap("tab10")(i % 10) for i, rt in enumerate(runtimes)}
+    ys, labels, y = [], [], 0.0
+    fig, ax = plt.subplots(figsize=(8, 0.6 + 0.32 * sum(len(latency[v]) for v in variants) + 0.25 * len(variants)))
+    for v in variants:
+        for rt, ms in sorted(latency[v].items(), key=lambda kv: kv[1]):
+            ax.barh(y, ms, color=colors[rt], height=0.8)
+            ax.text(ms, y, f" {ms:.0f}", va="center", fontsize=7)
+            ys.append(y)
+            labels.append(f"{v}  {rt}")
+            y += 1
+        y += 0.6   # Gap between variants.
+    ax.set_yticks(ys, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.margins(x=0.1)
+    ax.set_xlabel("latency per image (ms, batch 1)")
+    ax.set_title("Latency by runtime (stage account, this machine)", fontsize=10)
+    _save(fig, path)
+    return ("Per-image latency of each variant on each runtime it was timed on (stage account, batch 1; see "
+            "metrics/size.json). int8 runtimes execute the same QDQ model with different kernels.")
+
+
+def per_layer_sparsity(per_layer: dict[str, dict[str, float]], path: Path) -> str:
+    series = {v: layers for v, layers in per_layer.items() if layers}
+    if not series:
+        raise NoData("no per-layer sparsity in metrics/prune/<amount>.json (stage prune)")
+    layers = list(next(iter(series.values())))
+    fig, ax = plt.subplots(figsize=(max(8, 0.12 * len(layers)), 4))
+    for v, values in series.items():
+        ax.plot(range(len(layers)), [100 * (values.get(name) or 0.0) for name in layers], ".-", label=v)
+    step = max(1, len(layers) // 40)
+    short = [name.removeprefix("synthesis.").removesuffix(".weight") for name in layers]
+    ax.set_xticks(range(0, len(layers), step), [short[i] for i in range(0, len(layers), step)], rotation=90,
+                  fontsize=6)
+    ax.set_ylabel("zero weights in the layer (%)")
+    ax.set_title("Per-layer sparsity (synthesis network, in module order)", fontsize=10)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return "Share of zero weights in each layer for every pruning amount (module order, input to output)."
+
+
+def sample_grid(strips: list[tuple[str, Path, int]], columns: int, seeds: list[int], path: Path,
+                tile: int = 160) -> str:
+    """strips: (row label, strip PNG, tile size in that strip). Rows = variants, columns = the same latents."""
+    present = [(label, p, size) for label, p, size in strips if p.is_file()]
+    if not present:
+        raise NoData("no sample strips in reports/eval/ (stage evaluate)")
+    rows = []
+    for label, p, size in present:
+        strip = Image.open(p).convert("RGB")
+        n = min(columns, (strip.width - STRIP_PADDING) // (size + STRIP_PADDING))
+        tiles = [strip.crop((STRIP_PADDING + i * (size + STRIP_PADDING), STRIP_PADDING,
+                             STRIP_PADDING + i * (size + STRIP_PADDING) + size, STRIP_PADDING + size))
+                 .resize((tile, tile), Image.LANCZOS) for i in range(n)]
+        rows.append((label, tiles))
+    ncol, gap = max(len(t) for _, t in rows), 4
+    mosaic = np.full((len(rows) * (tile + gap) - gap, ncol * (tile + gap) - gap, 3), 255, dtype=np.uint8)
+    for i, (_, tiles) in enumerate(rows):
+        for j, t in enumerate(tiles):
+            mosaic[i * (tile + gap):i * (tile + gap) + tile, j * (tile + gap):j * (tile + gap) + tile] = np.asarray(t)
+    fig, ax = plt.subplots(figsize=(mosaic.shape[1] / 100 + 1.6, mosaic.shape[0] / 100 + 0.6))
+    ax.imshow(mosaic)
+    ax.set_yticks([i * (tile + gap) + tile / 2 for i in range(len(rows))], [label for label, _ in rows], fontsize=9)
+    ax.set_xticks([j * (tile + gap) + tile / 2 for j in range(min(ncol, len(seeds)))],
+                  [f"seed {s}" for s in seeds[:ncol]], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title("Same latents and noise across variants", fontsize=10)
+    _save(fig, path)
+    return ("Rows are variants, columns the first evaluation latents (same z and noise in every row), shown at the "
+            "evaluation resolution.")

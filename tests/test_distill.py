@@ -1,0 +1,262 @@
+"""Distillation engine: tiny teacher -> tiny student on CPU, resume after interruption, pool, losses, stage kill."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from edgestylegan.distill.augment import diff_augment, parse_policy
+from edgestylegan.distill.losses import PerceptualLoss, image_pyramid, pyramid_loss, r1_penalty
+from edgestylegan.distill.students import build_student, export_student, tame_new_modulations
+from edgestylegan.distill.targets import PoolBatches, PoolSpec, build_pool, load_pool
+from edgestylegan.distill.teachers import Teacher
+from edgestylegan.distill.trainer import TrainConfig, train
+from edgestylegan.io.checkpoint import load_generator, save_generator
+from edgestylegan.models.discriminator import Discriminator
+from edgestylegan.models.mobilestylegan import Generator, GeneratorConfig
+from edgestylegan.models.wavelets import dwt_haar
+from edgestylegan.params import ParamsError, validate
+
+STYLE_DIM = 32
+TEACHER_CONFIG = GeneratorConfig(style_dim=STYLE_DIM, mapping_layers=2, resolution=64, channels=(32, 32, 32, 32, 16))
+STUDENT_CONFIG = GeneratorConfig(style_dim=STYLE_DIM, mapping_layers=2, resolution=32, channels=(32, 32, 32, 32),
+                                 all_heads=True)
+
+
+def make_teacher(seed=0) -> Generator:
+    """A random MobileStyleGAN whose images have a sane range (pretrained-like scale, std 0.5)."""
+    torch.manual_seed(seed)
+    gen = Generator(TEACHER_CONFIG).eval()
+    tame_new_modulations(gen, set())
+    gen.estimate_w_avg(256, 0)
+    with torch.no_grad():
+        std = gen(torch.randn(64, STYLE_DIM)).std()
+        head = gen.synthesis.blocks[-1].to_img.conv.conv
+        head.weight.mul_(0.5 / std)
+        head.bias.mul_(0.5 / std)
+    return gen.requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("distill")
+    teacher = Teacher("mobilestylegan", make_teacher(), "t" * 64, "test", {})
+    spec = PoolSpec(train_size=64, train_seed=1, val_size=8, val_seed=2, truncation=1.0, resolution=32,
+                    teacher_sha256="t" * 64)
+    pool = build_pool(teacher, spec, folder / "pool.safetensors", folder / "cache", "torch", progress=False)
+    return teacher, pool, folder
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(steps=120, batch_size=4, lr=3e-3, lr_pretrained=3e-3, sample_every=1000, checkpoint_every=1000,
+                head_init="random")
+    return TrainConfig(**{**base, **kw})
+
+
+def test_tiny_student_halves_pixel_loss_within_60s(tiny_setup, tmp_path):
+    teacher, pool, _ = tiny_setup
+    student, pretrained = build_student(STUDENT_CONFIG, teacher.model, "scratch")
+    t0 = time.perf_counter()
+    result = train(student, pretrained, PoolBatches(pool, 0), (pool.val_z, pool.val_images), _config(),
+                   tmp_path / "resume.pt", "fp", progress=False)
+    elapsed = time.perf_counter() - t0
+    pixel = [r["train/l1"] + r["train/l2"] for r in result.history if "train/l1" in r]
+    first, last = sum(pixel[:5]) / 5, sum(pixel[-5:]) / 5
+    assert elapsed < 60, elapsed
+    assert last <= 0.5 * first, (first, last)
+    assert result.val["psnr_db"] > 0 and math.isfinite(result.val["psnr_db"])
+
+
+def test_trunk_init_copies_teacher_and_export_round_trips(tiny_setup, tmp_path):
+    teacher, pool, _ = tiny_setup
+    student, pretrained = build_student(STUDENT_CONFIG, teacher.model, "teacher")
+    t_state, s_state = teacher.model.state_dict(), student.state_dict()
+    for key in ["synthesis.const", "synthesis.conv1.conv.conv.weight", "synthesis.blocks.1.conv2.conv.pointwise.weight",
+                "synthesis.blocks.1.conv1.noise.noise_map", "mapping.layers.0.weight", "w_avg"]:
+        assert torch.equal(s_state[key], t_state[key]), key
+    assert "synthesis.blocks.1.to_img.conv.conv.weight" not in pretrained  # The teacher has no head there.
+    # Same trunk, same latents, same noise: identical block features.
+    feats = {}
+    for name, gen in (("t", teacher.model), ("s", student)):
+        hook = gen.synthesis.blocks[1].conv2.register_forward_hook(lambda m, a, o, n=name: feats.__setitem__(n, o))
+        with torch.no_grad():
+            gen.synthesis(gen.style(pool.val_z[:2]))
+        hook.remove()
+    assert torch.equal(feats["t"], feats["s"])
+
+    exported = export_student(student)
+    assert exported.synthesis.to_img1 is None and exported.synthesis.blocks[0].to_img is None
+    save_generator(exported, tmp_path / "s.safetensors", {"kind": "test"})
+    loaded = load_generator(tmp_path / "s.safetensors")
+    with torch.no_grad():
+        assert torch.equal(loaded(pool.val_z[:2]), student.eval()(pool.val_z[:2]))
+
+
+def test_lstsq_head_init_beats_random(tiny_setup, tmp_path):
+    teacher, pool, _ = tiny_setup
+    scores = {}
+    for init in ("random", "lstsq"):
+        student, pretrained = build_student(STUDENT_CONFIG, teacher.model, "teacher")
+        result = train(student, pretrained, PoolBatches(pool, 0), (pool.val_z, pool.val_images),
+                       _config(steps=1, lr=1e-9, lr_pretrained=0.0, head_init=init, sample_every=1),
+                       tmp_path / f"{init}.pt", init, progress=False)
+        scores[init] = result.history[0]["val/psnr_db"]
+    assert scores["lstsq"] > scores["random"] + 3, scores
+
+
+def test_resume_continues_exactly(tiny_setup, tmp_path):
+    teacher, pool, _ = tiny_setup
+    cfg = _config(steps=12, checkpoint_every=4, w_gan=0.1, d_channel_base=128, d_channel_max=16, r1_interval=4,
+                  head_init="lstsq", lr_pretrained=1e-4)
+
+    def fresh():
+        return build_student(STUDENT_CONFIG, teacher.model, "teacher", seed=0)
+
+    val = (pool.val_z, pool.val_images)
+    full, pre = fresh()
+    train(full, pre, PoolBatches(pool, 0), val, cfg, tmp_path / "a.pt", "fp", progress=False)
+
+    part, pre = fresh()
+    first = train(part, pre, PoolBatches(pool, 0), val, cfg, tmp_path / "b.pt", "fp", progress=False, stop_after=6)
+    assert first.steps == 6 and (tmp_path / "b.pt").is_file()
+    resumed, pre = fresh()  # A new process: new objects, state only from the checkpoint.
+    second = train(resumed, pre, PoolBatches(pool, 0), val, cfg, tmp_path / "b.pt", "fp", progress=False)
+    assert second.resumed_from == 6 and second.steps == 12
+    assert [r["step"] for r in second.history if "train/total" in r] == list(range(1, 13))
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+
+    other, pre = fresh()  # A different configuration never picks up the stale checkpoint.
+    third = train(other, pre, PoolBatches(pool, 0), val, cfg, tmp_path / "b.pt", "other-fp", progress=False,
+                  stop_after=1)
+    assert third.resumed_from == 0
+
+
+def test_pool_reuses_finished_chunks(tiny_setup, tmp_path):
+    teacher, pool, _ = tiny_setup
+    spec = PoolSpec(train_size=6, train_seed=1, val_size=2, val_seed=2, truncation=1.0, resolution=32,
+                    teacher_sha256="t" * 64)
+    from safetensors.torch import save_file
+
+    chunk_dir = tmp_path / "cache" / spec.fingerprint()
+    chunk_dir.mkdir(parents=True)
+    marker = torch.full((4, 3, 32, 32), 0.25).half()  # Pretend a killed run finished chunk 0.
+    save_file({"images": marker}, str(chunk_dir / "chunk-0000.safetensors"))
+    built = build_pool(teacher, spec, tmp_path / "p.safetensors", tmp_path / "cache", "torch", chunk=4, progress=False)
+    assert torch.equal(built.train_images[:4], marker)
+    assert torch.allclose(built.train_images[4:6].float(), pool.train_images[4:6].float(), atol=1e-3)
+    assert not chunk_dir.exists()  # Cleaned up once the pool file exists.
+    loaded = load_pool(tmp_path / "p.safetensors")
+    assert loaded.meta["fingerprint"] == spec.fingerprint() and len(loaded.val_z) == 2
+
+
+def test_pyramid_loss_is_zero_on_the_teacher_pyramid():
+    target = torch.rand(2, 3, 32, 32) * 2 - 1
+    pyramid = image_pyramid(target, [8, 16, 32])
+    assert torch.allclose(pyramid[8], torch.nn.functional.interpolate(target, size=8, mode="area"), atol=1e-6)
+    freqs = [dwt_haar(pyramid[s]) for s in (8, 16, 32)]
+    terms = pyramid_loss(freqs, target)
+    assert float(terms["l1"]) < 1e-6 and float(terms["l2"]) < 1e-10
+    assert float(pyramid_loss([f + 0.1 for f in freqs], target)["l1"]) > 0.1
+
+
+def test_gan_parts_are_differentiable():
+    policy = parse_policy("color,translation,cutout,flip")
+    x = torch.rand(4, 3, 32, 32, requires_grad=True)
+    g = torch.Generator().manual_seed(0)
+    y = diff_augment(x, policy, g)
+    assert torch.equal(y, diff_augment(x, policy, torch.Generator().manual_seed(0)))
+    disc = Discriminator(32, channel_base=256, channel_max=32)
+    logits = disc(y)
+    assert logits.shape == (4, 1)
+    logits.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    penalty = r1_penalty(disc, x.detach())
+    penalty.backward()
+    assert math.isfinite(float(penalty.detach())) and disc.from_rgb.weight.grad is not None
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        parse_policy("color,zoom")
+
+
+def test_enl0_perceptual_loss_offline():
+    loss = PerceptualLoss("enl0", size=64)
+    a = torch.rand(2, 3, 64, 64) * 2 - 1
+    b = a.clone().requires_grad_(True)
+    same = loss(b, a)
+    assert float(same.detach()) < 1e-6
+    other = loss((a + 0.3 * torch.randn_like(a)).requires_grad_(True), a)
+    assert float(other.detach()) > 1e-3
+    assert not any(p.requires_grad for p in loss.parameters())
+
+
+def test_params_validation():
+    ok = {"student": {"resolution": 256}, "distill": {}}
+    assert validate(ok, ["student", "distill"])["distill"]["steps"] > 0
+    with pytest.raises(ParamsError, match="power of two"):
+        validate({"student": {"resolution": 300}, "distill": {}}, ["student"])
+    with pytest.raises(ParamsError, match="needs 6 entries"):
+        validate({"student": {"resolution": 256, "channels": [512, 512]}}, ["student"])
+    with pytest.raises(ParamsError, match="stylegan2_sha256"):
+        validate({"distill": {"teacher": "stylegan2", "stylegan2_url": "https://x/y.pt"}}, ["distill"])
+    with pytest.raises(ParamsError, match="distill.augment"):
+        validate({"distill": {"augment": "color,zoom"}}, ["distill"])
+
+
+#----------------------------------------------------------------------------
+# The real stage, killed with SIGKILL mid-training, resumes from its last checkpoint.
+
+
+def _write_stage_workspace(folder: Path, steps: int) -> None:
+    save_generator(make_teacher(), folder / "models" / "teacher.safetensors", {"source": "test"})
+    params = {
+        "student": {"resolution": 32, "channels": [32, 32, 32, 32], "init": "teacher", "all_heads": True},
+        "distill": {"pool_size": 32, "val_size": 4, "steps": steps, "batch_size": 2, "checkpoint_every": 5,
+                    "sample_every": 50, "sample_count": 4, "teacher_runtime": "torch", "device": "cpu"},
+    }
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.mark.slow
+def test_stage_resumes_after_sigkill(tmp_path, root, venv_env):
+    _write_stage_workspace(tmp_path, steps=150)
+    run = lambda name: [sys.executable, str(root / "stages" / name)]  # noqa: E731
+    subprocess.run(run("distill_pool.py"), cwd=tmp_path, env=venv_env, check=True, capture_output=True)
+    resume = tmp_path / "data" / "cache" / "distill" / "resume.pt"
+    proc = subprocess.Popen(run("distill.py"), cwd=tmp_path, env=venv_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not resume.is_file() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert resume.is_file(), "no checkpoint appeared"
+        time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    saved_step = torch.load(resume, weights_only=True)["step"]
+    assert 0 < saved_step < 150
+    out = subprocess.run(run("distill.py"), cwd=tmp_path, env=venv_env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "resuming from" in out.stdout + out.stderr
+    assert (tmp_path / "models" / "student.safetensors").is_file()
+    assert not resume.exists()  # Removed once the student is written.
+    metrics = yaml.safe_load((tmp_path / "metrics" / "distill.json").read_text())
+    assert metrics["train"]["resumed_from"] >= saved_step and metrics["train"]["steps"] == 150
+
+
+def test_frozen_trunk_trains_only_the_final_head_on_cached_features(tiny_setup, tmp_path):
+    teacher, pool, _ = tiny_setup
+    student, pretrained = build_student(STUDENT_CONFIG, teacher.model, "teacher")
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    result = train(student, pretrained, PoolBatches(pool, 0), (pool.val_z, pool.val_images),
+                   _config(steps=30, lr=1e-3, lr_pretrained=0.0, head_init="lstsq", sample_every=30),
+                   tmp_path / "r.pt", "fp", progress=False)
+    changed = {k for k, v in student.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("synthesis.blocks.1.to_img.") for k in changed), changed
+    assert result.history[-1]["val/psnr_db"] >= result.history[0]["val/psnr_db"] - 0.1

@@ -1,0 +1,85 @@
+"""Metric code on tiny inputs: identical sets give FD ~ 0 and infinite PSNR (handled), shifted sets give FD > 0."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from edgestylegan.cli import UserError
+from edgestylegan.metrics.features import extract_features
+from edgestylegan.metrics.fidelity import (distribution_metrics, feature_statistics, frechet_distance,
+                                           frechet_distance_stats, kernel_distance, load_statistics, paired_fidelity)
+
+
+def _features(n=64, d=16, seed=0):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).float()
+
+
+def _tiny_images(n=12, size=32, seed=0):
+    """Smooth random colour blobs, uint8 [n, 3, size, size]."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 4, 4, generator=g)
+    return (torch.nn.functional.interpolate(low, size=size, mode="bilinear") * 255).round().to(torch.uint8)
+
+
+def test_fd_of_identical_sets_is_zero_and_of_a_mean_shift_is_its_squared_norm():
+    f = _features()
+    assert abs(frechet_distance(f, f)) < 1e-6
+    shift = torch.full((16,), 0.5)
+    assert frechet_distance(f, f + shift) == pytest.approx(float(shift.square().sum()), rel=1e-4)
+
+
+def test_fd_and_kid_on_tiny_images_through_enl0():
+    images = _tiny_images()
+    shifted = (images.int() + 60).clamp(0, 255).to(torch.uint8)
+    same, other = extract_features(images, "enl0"), extract_features(shifted, "enl0")
+    assert abs(frechet_distance(same, same)) < 1e-3
+    assert frechet_distance(same, other) > 1.0
+    kid_same = kernel_distance(same, same, subsets=10, subset_size=8, seed=0)
+    kid_other = kernel_distance(same, other, subsets=10, subset_size=8, seed=0)
+    assert kid_other["mean"] > kid_same["mean"] + 3 * kid_same["std"]
+
+
+def test_kid_is_seeded_and_subset_size_is_capped():
+    a, b = _features(seed=1), _features(seed=2) + 0.3
+    one = kernel_distance(a, b, subsets=20, subset_size=1000, seed=7)
+    assert one == kernel_distance(a, b, subsets=20, subset_size=64, seed=7)   # Capped at N = 64.
+    assert one != kernel_distance(a, b, subsets=20, subset_size=32, seed=7)
+
+
+def test_distribution_metrics_are_named_by_space():
+    a, b = _features(seed=1), _features(seed=2)
+    out = distribution_metrics(a, b, fd_key="fd_enl0", kid_key="kid_enl0", suffix="enl0", kid_subsets=5,
+                               kid_subset_size=16, seed=0, with_precision_recall=True)
+    assert set(out) == {"fd_enl0", "kid_enl0", "precision_enl0", "recall_enl0"}
+    assert set(out["kid_enl0"]) == {"mean", "std"} and 0 <= out["precision_enl0"] <= 1
+
+
+def test_paired_fidelity_identical_sets_handle_infinite_psnr():
+    images = _tiny_images(n=4)
+    out = paired_fidelity(images, images)
+    assert "psnr_db" not in out and out["identical_images"] == 4
+    assert out["ssim"] == pytest.approx(1.0) and out["mse"] == 0.0
+
+
+def test_paired_fidelity_known_psnr():
+    images = _tiny_images(n=4).clamp(0, 254)
+    out = paired_fidelity(images + 1, images)   # Every pixel off by one level: MSE 1.
+    assert out["psnr_db"] == pytest.approx(10 * math.log10(255**2), abs=1e-6)
+    assert out["identical_images"] == 0 and out["ssim"] < 1.0
+    mixed = images.clone()
+    mixed[0] += 1
+    part = paired_fidelity(mixed, images)
+    assert part["identical_images"] == 3 and part["psnr_db"] == pytest.approx(10 * math.log10(255**2))
+
+
+def test_statistics_file_round_trip(tmp_path):
+    f = _features(n=100, d=8)
+    stats = feature_statistics(f)
+    np.savez(tmp_path / "stats.npz", mu=stats["mu"].astype(np.float32), sigma=stats["sigma"])   # clean-fid layout.
+    assert abs(frechet_distance_stats(stats, load_statistics(tmp_path / "stats.npz"))) < 1e-4
+    np.savez(tmp_path / "bad.npz", mean=stats["mu"])
+    with pytest.raises(UserError, match="mu and sigma"):
+        load_statistics(tmp_path / "bad.npz")
+    with pytest.raises(UserError, match="not found"):
+        load_statistics(tmp_path / "missing.npz")

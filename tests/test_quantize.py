@@ -1,0 +1,190 @@
+"""int8 quantization: calibration, the fake-quant simulator, float-site search, both engines, files, the stage."""
+import json
+import runpy
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from edgestylegan.compress import quantize as q
+from edgestylegan.compress.onnx_export import OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export_onnx
+from edgestylegan.io.checkpoint import save_generator
+from edgestylegan.io.models import load_model
+from edgestylegan.models.mobilestylegan import Generator
+
+
+def run_stage(root, name, *args):
+    old = sys.argv
+    sys.argv = [name, *args]
+    try:
+        runpy.run_path(str(root / "stages" / f"{name}.py"), run_name="__main__")
+        return 0
+    except SystemExit as e:
+        return e.code
+    finally:
+        sys.argv = old
+
+
+@pytest.fixture(scope="module")
+def setup():
+    from edgestylegan.models.mobilestylegan import GeneratorConfig
+
+    torch.manual_seed(0)
+    gen = Generator(GeneratorConfig(style_dim=32, mapping_layers=2, resolution=32, channels=(32, 32, 32, 16))).eval()
+    with torch.no_grad():   # Tame the random init (activations grow ~20x per upsampling) to image-like outputs.
+        for name, m in gen.synthesis.named_modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(0.05)
+                if name.endswith("up.modulation"):
+                    m.bias.fill_(0.5)
+        gen.synthesis.blocks[-1].to_img.conv.conv.weight.mul_(0.5 / float(gen(torch.randn(8, 32)).std()))
+    gen.estimate_w_avg(256, 0)
+    cal = q.calibrate(gen, 16, 7, progress=False)
+    z = q.latents([0, 1, 2], 32)
+    return gen, cal, z
+
+
+def test_sites_and_storage_plan(setup):
+    gen, _, _ = setup
+    sites = q.conv_sites(gen)
+    assert list(sites) == ["conv1", "blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1", "blocks.1.conv2",
+                           "blocks.1.to_img"]
+    plan = q.storage_plan(gen, ["blocks.0.conv1"], float_weights="fp16")
+    assert plan["synthesis.blocks.0.conv1.conv.depthwise.weight"] == "int8"
+    assert plan["synthesis.conv1.conv.conv.weight"] == "fp16"
+    assert plan["mapping.layers.0.weight"] == "fp16"
+    assert plan["synthesis.blocks.1.conv2.conv.modulation.weight"] == "int8"
+    assert "synthesis.conv1.conv.conv.bias" not in plan
+
+
+def test_calibration_ranges(setup):
+    gen, cal, _ = setup
+    mm = cal.ranges("minmax", 255)
+    mse = cal.ranges("mse", 255)
+    for site, pts in mm.items():
+        for pt, (lo, hi) in pts.items():
+            assert lo <= hi
+            assert mse[site][pt][0] >= lo - 1e-6 and mse[site][pt][1] <= hi + 1e-6   # mse only clips
+    assert set(mm["blocks.0.conv1"]) == {"in", "mid", "out"} and set(mm["conv1"]) == {"in", "out"}
+    assert cal.record()["num_samples"] == 16
+
+
+def test_weight_quantization_round_trip():
+    w = torch.randn(8, 4, 3, 3)
+    qw, s = q.quantize_weight_per_channel(w)
+    assert qw.dtype == torch.int8 and qw.abs().max() <= 127
+    err = (q.dequantize_weight(qw, s) - w).abs().reshape(8, -1).amax(1)
+    assert torch.all(err <= s / 2 + 1e-7)
+
+
+def test_simulator_and_search(setup):
+    gen, cal, z = setup
+    sim = q.FakeQuantSimulator(gen, cal.ranges("mse", 255), 255, z, 1.0)
+    sites = list(q.conv_sites(gen))
+    none, every = sim.psnr([]), sim.psnr(sites)
+    assert none > every + 3      # a random tiny net is far more fragile than the teacher; only the order matters
+    macs = q.site_macs(gen)
+    target = (none + every) / 2
+    res = q.select_float_sites(sim, target, ["conv1"], macs, progress=False)
+    assert "conv1" in res["float_sites"] and res["psnr"] >= target
+    assert sim.psnr([s for s in sites if s not in res["float_sites"]]) == pytest.approx(res["psnr"])
+    # Target already met: nothing kept float beyond keep_float; min_psnr 0: everything int8.
+    assert q.select_float_sites(sim, 0, [], macs, progress=False)["float_sites"] == []
+
+
+@pytest.mark.parametrize("backend", ["x86", "qnnpack"])
+def test_torch_engine_matches_simulation_and_reloads_exactly(setup, tmp_path, backend):
+    gen, cal, z = setup
+    sites = list(q.conv_sites(gen))
+    int8_sites = sites[1:]
+    ranges = cal.ranges("mse", q.QMAX[backend])
+    model = q.build_torch_int8(gen, ranges, int8_sites, backend)
+    assert type(model.synthesis.blocks[0].conv1.conv.depthwise[1]).__module__.startswith("torch.ao.nn.quantized")
+    assert isinstance(model.synthesis.conv1.conv.conv, torch.nn.Conv2d)          # kept float
+    ref = q.images_of(gen, z, 1.0)
+    out = q.images_of(model, z, 1.0)
+    sim = q.FakeQuantSimulator(gen, ranges, q.QMAX[backend], z, 1.0, ref)
+    assert abs(float(q.psnr(out, ref).mean()) - sim.psnr(int8_sites)) < 3.0
+    path = tmp_path / "int8.safetensors"
+    q.save_torch_int8(gen, ranges, int8_sites, backend, path)
+    loaded = load_model(path)
+    assert loaded.resolution == 32 and loaded.quantization["backend"] == backend
+    assert torch.equal(q.images_of(loaded, z, 0.7), q.images_of(model, z, 0.7))
+    assert not any(k.endswith(".pkl") for k in [path.name])   # safetensors, nothing pickled
+    dense = tmp_path / "dense.safetensors"
+    save_generator(gen, dense)
+    assert path.stat().st_size < 0.5 * dense.stat().st_size
+
+
+def test_onnx_engine(setup, tmp_path):
+    gen, cal, z = setup
+    sites = list(q.conv_sites(gen))
+    float_path = export_onnx(gen, tmp_path / "float.onnx")
+    ref = q.images_of(gen, z, 0.8)
+    fp32 = load_model(float_path)
+    assert isinstance(fp32, OnnxRuntimeGenerator) and fp32.resolution == 32 and fp32.style_dim == 32
+    assert float((q.images_of(fp32, z, 0.8) - ref).abs().max()) < 1e-4
+    ov = OpenVINOOnnxGenerator(float_path)
+    assert float((q.images_of(ov, z, 0.8) - ref).abs().max()) < 1e-4
+    ranges = cal.ranges("mse", 255)
+    record = q.build_onnx_int8(float_path, tmp_path / "int8.onnx", gen, ranges, sites[2:], z.numpy())
+    assert record["int8_conv_nodes"] == sum(2 if ".conv" in s and "to_img" not in s else 1 for s in sites[2:])
+    int8 = load_model(tmp_path / "int8.onnx")
+    out = q.images_of(int8, z, 0.8)
+    sim = q.FakeQuantSimulator(gen, ranges, 255, z, 0.8, ref)
+    assert abs(float(q.psnr(out, ref).mean()) - sim.psnr(sites[2:])) < 3.0
+    assert (tmp_path / "int8.onnx").stat().st_size < float_path.stat().st_size   # tiny nets: graph overhead dominates
+    from edgestylegan.metrics.accounting import stored_elements
+
+    elements = stored_elements(tmp_path / "int8.onnx")
+    modulation = sum(m.weight.numel() for n, m in gen.synthesis.named_modules() if isinstance(m, torch.nn.Linear))
+    assert elements["int8"] >= modulation + sum(c.weight.numel() for s in sites[2:]
+                                                for c in q._site_convs(q.conv_sites(gen)[s]))
+    assert elements["float16"] >= sum(m.weight.numel() for m in gen.mapping.layers)
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Cast"} <= ops
+
+
+def _project(tmp_path, gen, **quantize):
+    save_generator(gen, tmp_path / "models" / "teacher.safetensors")
+    params = {"prune": {"base": "teacher", "amounts": [0.5], "amount": 0.0, "method": "l1", "scope": "global",
+                        "targets": "all", "seed": 0},
+              "quantize": {"engine": "onnxruntime", "backend": "x86", "calibration_samples": 8,
+                           "calibration_seed": 1, "calibration": "mse", "truncation": 1.0, "fidelity_seeds": [0, 1],
+                           "min_psnr": 30.0, "keep_float": [], "float_weights": "int8", **quantize}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def test_quantize_stage(root, tmp_path, monkeypatch, setup):
+    project = _project(tmp_path, setup[0], keep_float=["conv1"], min_psnr=60.0)
+    monkeypatch.chdir(project)
+    assert run_stage(root, "quantize") == 0
+    metrics = json.loads((project / "metrics/quantize.json").read_text())
+    for name in ("float.onnx", "int8.onnx", "int8_torch.safetensors"):
+        assert (project / "models/quantized" / name).is_file()
+    assert set(metrics["psnr_db"]) == {"onnxruntime_int8", "openvino_int8", "torch_int8"}
+    assert metrics["sites"]["float"] >= 1
+    record = json.loads((project / "reports/quantize/record.json").read_text())
+    assert record["modules"]["synthesis.conv1.conv.conv"].startswith("fp32 compute")
+    csv_text = (project / "reports/quantize/sites.csv").read_text()
+    assert csv_text.startswith("site,kind,precision")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"backend": "foo"}, "quantize.backend = 'foo' is not a known option"),
+    ({"calibration_samples": 0}, "quantize.calibration_samples = 0 is out of range"),
+    ({"engine": "tensorrt"}, "quantize.engine = 'tensorrt' is not a known option"),
+    ({"keep_float": ["blocks.9.conv1"]}, "quantize.keep_float: unknown site"),
+])
+def test_quantize_stage_rejects_bad_params_without_output(root, tmp_path, monkeypatch, capsys, setup, bad, message):
+    project = _project(tmp_path, setup[0], **bad)
+    monkeypatch.chdir(project)
+    assert run_stage(root, "quantize") == 2
+    assert message in capsys.readouterr().err
+    assert not (project / "models/quantized").exists() and not (project / "metrics").exists()
+    assert not any(p.name.startswith(".quantized") for p in (project / "models").iterdir())

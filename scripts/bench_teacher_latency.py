@@ -2,20 +2,18 @@
 
     python scripts/bench_teacher_latency.py [--model models/teacher.safetensors] [--repeats 7] [--warmup 2]
 
-Batch 1, 1024x1024, synthesis network only (the mapping net is ~0.1 ms and identical in both), median of
-`--repeats` timed calls after `--warmup` untimed ones; runtimes are interleaved round by round so background
-load affects all of them alike. Prints a table and writes JSON with the medians and the ratio ours/OpenVINO.
+Batch 1, 1024x1024, mapping + synthesis, median of `--repeats` timed calls after `--warmup` untimed ones;
+runtimes are interleaved round by round (`metrics.latency.measure`) so background load affects all alike.
+Prints a table and optionally writes JSON with the medians and the ratio ours / OpenVINO.
 """
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
 from edgestylegan.io.checkpoint import load_generator
 from edgestylegan.io.openvino_runner import OpenVINOGenerator
-from edgestylegan.models.mobilestylegan import latents_from_seeds
+from edgestylegan.metrics.latency import generator_call, measure, openvino_ir_call
 
 
 def main():
@@ -26,43 +24,22 @@ def main():
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
-    gen = load_generator(args.model)
-    gen_cl = load_generator(args.model).to(memory_format=torch.channels_last)
-    ov = OpenVINOGenerator(precision="f32")
-    with torch.inference_mode():
-        w = gen.style(latents_from_seeds([0]))
-    w_np = w.numpy()
-
-    def eager(model):
-        def run():
-            with torch.inference_mode():
-                model.synthesis(w)
-        return run
-
-    runtimes = {
-        "pytorch_eager_fp32": eager(gen),
-        "pytorch_eager_fp32_channels_last": eager(gen_cl),
-        "openvino_ir_fp32": lambda: ov.synthesize(w_np),
+    runners = {
+        "pytorch_eager_fp32": generator_call(load_generator(args.model)),
+        "pytorch_eager_fp32_channels_last": generator_call(
+            load_generator(args.model).to(memory_format=torch.channels_last)),
+        "openvino_ir_fp32": openvino_ir_call(OpenVINOGenerator(precision="f32")),
     }
-    for run in runtimes.values():
-        for _ in range(args.warmup):
-            run()
-    times = {name: [] for name in runtimes}
-    for _ in range(args.repeats):
-        for name, run in runtimes.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-    anchor = medians["openvino_ir_fp32"]
-    result = {"threads": torch.get_num_threads(), "repeats": args.repeats, "warmup": args.warmup,
-              "median_ms": medians, "ratio_vs_openvino": {k: v / anchor for k, v in medians.items()}}
-    print(f"{'runtime':36s} {'median ms':>10s} {'x OpenVINO':>10s}")
-    for name, ms in medians.items():
-        print(f"{name:36s} {ms:10.1f} {ms / anchor:10.2f}")
+    results = measure(runners, repeats=args.repeats, warmup=args.warmup)
+    anchor = results["openvino_ir_fp32"]["median_ms"]
+    print(f"{'runtime (batch 1, 1024^2, ' + str(torch.get_num_threads()) + ' threads)':44s} {'median ms':>10s} "
+          f"{'x OpenVINO':>10s}")
+    for name, r in results.items():
+        print(f"{name:44s} {r['median_ms']:10.1f} {r['median_ms'] / anchor:10.2f}")
     if args.json:
+        summary = {name: {**r, "ratio_vs_openvino_ir": r["median_ms"] / anchor} for name, r in results.items()}
         with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+            json.dump(summary, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def main():
 
     # Latency: every runner in one interleaved measurement, so background load hits all alike.
     z = latents_from_seeds([0], teacher.config.style_dim)
-    runners, labels = {}, {}
+    runners = {}
     with tempfile.TemporaryDirectory() as tmp:
         teacher_onnx = int8_paths["float_onnx"] if pr["amount"] == 0 else export_onnx(teacher, Path(tmp) / "t.onnx")
         threads = p["threads"]

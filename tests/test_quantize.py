@@ -3,7 +3,6 @@ import json
 import runpy
 import sys
 
-import numpy as np
 import pytest
 import torch
 import yaml

@@ -43,7 +43,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..io.atomic import atomic_path
-from ..io.checkpoint import CheckpointError, read_metadata
+from ..io.checkpoint import CheckpointError, generator_from_state, read_metadata
 from ..models.mobilestylegan import Generator, GeneratorConfig, ModulatedConv2d, ModulatedDWConv2d, latents_from_seeds
 
 TORCH_FORMAT = "edgestylegan.int8_generator.v1"
@@ -417,7 +417,6 @@ def _int8_state(gen: Generator, int8_sites: list[str], float_weights: str) -> di
 
 def _float_skeleton(config: GeneratorConfig, tensors: dict, path) -> Generator:
     """A float Generator holding the stored round trip of every tensor."""
-    gen = Generator(config)
     state = {}
     for key, value in tensors.items():
         if key.endswith("::int8"):
@@ -427,16 +426,7 @@ def _float_skeleton(config: GeneratorConfig, tensors: dict, path) -> Generator:
             state[key.removesuffix("::fp16")] = value.float()
         elif "::" not in key:
             state[key] = value
-    expected = gen.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}")
-    for key, value in state.items():
-        if value.shape != expected[key].shape:
-            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, config expects "
-                                  f"{tuple(expected[key].shape)}")
-    gen.load_state_dict(state)
-    return gen.eval()
+    return generator_from_state(config, state, path)
 
 
 def _convert(gen: Generator, tensors: dict, qparams: dict, backend: str) -> Generator:

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..io.atomic import atomic_path
-from ..io.checkpoint import CheckpointError, read_metadata
+from ..io.checkpoint import CheckpointError, generator_from_state, read_metadata
 from ..models.mobilestylegan import Generator, GeneratorConfig
 
 FORMAT = "edgestylegan.sparse_generator.v1"
@@ -102,18 +102,8 @@ def load_sparse_generator(path: str | Path) -> Generator:
         sparse = json.loads(meta["sparse"])
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: bad metadata in sparse generator file: {e}") from e
-    gen = Generator(config)
     try:
         state = decode_state(load_file(str(path)), sparse)
     except (KeyError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: corrupt sparse tensor data: {e}") from e
-    expected = gen.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}")
-    for key, value in state.items():
-        if value.shape != expected[key].shape:
-            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, config expects "
-                                  f"{tuple(expected[key].shape)}")
-    gen.load_state_dict(state)
-    return gen.eval()
+    return generator_from_state(config, state, path)

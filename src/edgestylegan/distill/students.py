@@ -89,12 +89,14 @@ def head_modules(student: Generator) -> list[tuple[str, FrequencyHead]]:
 
 @torch.no_grad()
 def fit_heads_lstsq(student: Generator, w: torch.Tensor, targets: torch.Tensor, names: set[str] | None = None,
-                    batch_size: int = 4, ridge: float = 1e-4) -> dict[str, float]:
+                    batch_size: int = 4, ridge: float = 1e-4,
+                    inputs: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """Closed-form init of frequency heads: ridge regression from head input to the teacher's Haar pyramid.
 
     With the modulation set to a constant (A = 0, a = 1) a head is the linear map freq = W (scale * x) + b, so the
     least-squares W, b given the (fixed) trunk features is one solve. Training then learns the style-dependent part.
-    names: head module paths to fit (default: all). Returns the fitted L2 on the fitting set per head.
+    names: head module paths to fit (default: all). inputs: precomputed head inputs by name (skips the trunk).
+    Returns the fitted L2 on the fitting set per head.
     """
     heads = [(n, h) for n, h in head_modules(student) if names is None or n in names]
     if not heads:
@@ -107,7 +109,10 @@ def fit_heads_lstsq(student: Generator, w: torch.Tensor, targets: torch.Tensor, 
     try:
         for start in range(0, len(w), batch_size):
             wb, tb = w[start:start + batch_size], targets[start:start + batch_size]
-            student.synthesis(wb, noise_mode="fixed")
+            if inputs is None:
+                student.synthesis(wb, noise_mode="fixed")
+            else:
+                captured.update({n: inputs[n][start:start + batch_size].to(wb.device).float() for n, _ in heads})
             pyramid = image_pyramid(tb.float(), [2 * captured[n].shape[-1] for n, _ in heads])
             for n, head in heads:
                 x = captured[n] * head.conv.scale                                      # [B, C, s, s]

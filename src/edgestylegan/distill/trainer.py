@@ -47,7 +47,8 @@ class TrainConfig:
     lr_pretrained: float = 1e-4       # Adam lr of parameters copied from the teacher; 0 freezes them.
     lr_schedule: str = "cosine"       # constant | cosine (to 0 at the last step).
     head_init: str = "lstsq"          # lstsq (closed-form fit of new heads) | random.
-    head_init_samples: int = 16
+    head_init_samples: int = 32
+    crop: int = 64                    # Frozen trunk, pixel losses only: train the head on aligned crops this big.
     truncation: float = 1.0           # psi of the training latents (1 = the full distribution).
     w_l1: float = 1.0
     w_l2: float = 1.0
@@ -260,14 +261,19 @@ def train(student: Generator, pretrained: set[str], batches: Batches, val: tuple
         start, history, seconds = int(state["step"]), list(state["history"]), float(state["seconds"])
         if ctx.is_main:
             print(f"resuming from {resume_path} at step {start}/{cfg.steps}")
-    elif cfg.head_init == "lstsq":
+    cache = None
+    if head_only and hasattr(batches, "indices"):
+        cache = cache_head_inputs(student, final_head, batches.pool.train_z, cfg.truncation, device,
+                                  progress and ctx.is_main)
+    if state is None and cfg.head_init == "lstsq":
         new_heads = {n for n, _ in heads if f"{n}.conv.conv.weight" not in pretrained}
         if head_only:
             new_heads &= {final_name}
         z0, t0 = batches.init_samples(cfg.head_init_samples)
         with torch.no_grad():
             w0 = student.style(z0.to(device), cfg.truncation)
-        head_fit = fit_heads_lstsq(student, w0, t0.to(device), new_heads)
+        inputs = {final_name: cache[0][:len(z0)]} if cache is not None else None  # init_samples = first items.
+        head_fit = fit_heads_lstsq(student, w0, t0.to(device), new_heads, inputs=inputs)
     resumed_from = start
 
     live = None
@@ -312,18 +318,25 @@ def train(student: Generator, pretrained: set[str], batches: Batches, val: tuple
                     live.log_metric(k, v)
             live.next_step()
 
-    cache = None
-    if head_only and hasattr(batches, "indices"):
-        cache = cache_head_inputs(student, final_head, batches.pool.train_z, cfg.truncation, device,
-                                  progress and ctx.is_main)
-
     def forward(step: int):
         """(image, frequency outputs of the trained heads, target) for this step's batch."""
         if cache is not None:
             idx = batches.indices(step, ctx.rank, cfg.batch_size)
-            x, w = cache[0][idx].to(device).float(), cache[1][idx].to(device)
+            size = cache[0].shape[-1]
+            crop = cfg.crop // 2 if cfg.crop and perceptual is None and disc is None else 0
+            if 0 < crop < size:
+                # The head is a 1x1 conv and the pixel losses are local, so an aligned crop of features and target
+                # gives exactly the loss on that window, at a fraction of the cost.
+                offsets = torch.randint(0, size - crop + 1, (len(idx), 2),
+                                        generator=step_generator(cfg.seed, step, ctx.rank, salt=3)).tolist()
+                feats = torch.stack([cache[0][i, :, y:y + crop, x:x + crop] for i, (y, x) in zip(idx, offsets)])
+                images = torch.stack([batches.pool.train_images[i, :, 2 * y:2 * (y + crop), 2 * x:2 * (x + crop)]
+                                      for i, (y, x) in zip(idx, offsets)])
+            else:
+                feats, images = cache[0][idx], batches.pool.train_images[idx]
+            x, w = feats.to(device).float(), cache[1][idx].to(device)
             freq = final_head(x, w)
-            return idwt_haar(freq), [freq], batches.pool.train_images[idx].to(device).float()
+            return idwt_haar(freq), [freq], images.to(device).float()
         z, target = batches(step, ctx.rank, cfg.batch_size)
         z, target = z.to(device), target.to(device)
         with torch.no_grad():

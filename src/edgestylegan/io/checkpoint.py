@@ -51,8 +51,12 @@ def load_generator(path: str | Path, map_location: str = "cpu") -> Generator:
         config = GeneratorConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: bad architecture config in metadata: {e}") from e
+    return generator_from_state(config, load_file(str(path), device=map_location), path)
+
+
+def generator_from_state(config: GeneratorConfig, state: dict[str, torch.Tensor], path: str | Path) -> Generator:
+    """Build a Generator for `config` and load `state`, which must match its tensors exactly (names and shapes)."""
     gen = Generator(config)
-    state = load_file(str(path), device=map_location)
     expected = gen.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:

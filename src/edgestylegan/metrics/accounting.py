@@ -21,7 +21,7 @@ from safetensors.torch import save as safetensors_save
 from torch import nn
 
 from ..models.mobilestylegan import (Generator, GeneratorConfig, IDWTUpsample, ModulatedConv2d, ModulatedDWConv2d,
-                                     MobileSynthesisNetwork, NoiseInjection)
+                                     NoiseInjection)
 
 # Upstream MobileStyleGAN's synthesis-net buffers (style_inv 3,744 + 8 IDWTs x 8 + device_info 1), spec section 1.2:
 # the earlier study's "(params + buffers) x 4 bytes" used these.

@@ -262,15 +262,11 @@ class MobileSynthesisNetwork(nn.Module):
         return (img, freqs) if return_freqs else img
 
 
-class Generator(nn.Module):
-    """Mapping + synthesis + the truncation centre `w_avg` (estimated once, stored with the checkpoint)."""
+class StyleBasedGenerator(nn.Module):
+    """z -> mapping -> (truncation toward `w_avg`) -> synthesis. Subclasses set `config`, `mapping`, `synthesis`
+    and register the `w_avg` buffer; `config` provides `resolution` and `style_dim`."""
 
-    def __init__(self, config: GeneratorConfig):
-        super().__init__()
-        self.config = config
-        self.mapping = MappingNetwork(config.style_dim, config.mapping_layers)
-        self.synthesis = MobileSynthesisNetwork(config)
-        self.register_buffer("w_avg", torch.zeros(config.style_dim))
+    config: GeneratorConfig
 
     @property
     def resolution(self) -> int:
@@ -293,6 +289,17 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, truncation: float = 1.0, noise_mode: NoiseMode = "fixed") -> torch.Tensor:
         return self.synthesis(self.style(z, truncation), noise_mode=noise_mode)
+
+
+class Generator(StyleBasedGenerator):
+    """MobileStyleGAN: mapping + synthesis + the truncation centre `w_avg` (estimated once, stored with the weights)."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.config = config
+        self.mapping = MappingNetwork(config.style_dim, config.mapping_layers)
+        self.synthesis = MobileSynthesisNetwork(config)
+        self.register_buffer("w_avg", torch.zeros(config.style_dim))
 
 
 def latents_from_seeds(seeds, style_dim: int = 512) -> torch.Tensor:

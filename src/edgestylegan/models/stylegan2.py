@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cli import UserError
-from .mobilestylegan import MappingNetwork, NoiseMode
+from .mobilestylegan import MappingNetwork, NoiseMode, StyleBasedGenerator
 
 BLUR_KERNEL = (1.0, 3.0, 3.0, 1.0)
 
@@ -237,7 +237,7 @@ class StyleGAN2Synthesis(nn.Module):
         return img
 
 
-class StyleGAN2Generator(nn.Module):
+class StyleGAN2Generator(StyleBasedGenerator):
     """Mapping + synthesis + truncation centre `w_avg`; same calling convention as mobilestylegan.Generator."""
 
     def __init__(self, config: StyleGAN2Config):
@@ -246,28 +246,6 @@ class StyleGAN2Generator(nn.Module):
         self.mapping = MappingNetwork(config.style_dim, config.mapping_layers)
         self.synthesis = StyleGAN2Synthesis(config)
         self.register_buffer("w_avg", torch.zeros(config.style_dim))
-
-    @property
-    def resolution(self) -> int:
-        return self.config.resolution
-
-    @property
-    def style_dim(self) -> int:
-        return self.config.style_dim
-
-    @torch.no_grad()
-    def estimate_w_avg(self, num_samples: int = 4096, seed: int = 0) -> None:
-        z = torch.randn(num_samples, self.config.style_dim, generator=torch.Generator().manual_seed(seed))
-        self.w_avg.copy_(self.mapping(z.to(self.w_avg.device)).mean(dim=0))
-
-    def style(self, z: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
-        w = self.mapping(z)
-        if truncation != 1.0:
-            w = self.w_avg + truncation * (w - self.w_avg)
-        return w
-
-    def forward(self, z: torch.Tensor, truncation: float = 1.0, noise_mode: NoiseMode = "fixed") -> torch.Tensor:
-        return self.synthesis(self.style(z, truncation), noise_mode=noise_mode)
 
 
 #----------------------------------------------------------------------------

@@ -37,6 +37,8 @@ def test_dvc_repro_whole_pipeline_on_tiny_params(tmp_path, root, venv_env):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], tmp_path, venv_env)
     run(["dvc", "init", "-q"], tmp_path, venv_env)
+    run(["git", "add", "-A"], tmp_path, venv_env)  # dvclive (distill) needs a commit, as real projects have
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "init"], tmp_path, venv_env)
 
     run(["dvc", "repro"], tmp_path, venv_env)
 

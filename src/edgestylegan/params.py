@@ -120,7 +120,7 @@ SCHEMA["student"] = {
     "resolution": Int(256, low=8, high=1024, help="output size: a power of two, e.g. 256 | 512 | 1024"),
     "channels": List(Int(low=4), default=[512, 512, 512, 512, 512, 256, 128, 64], min_len=2),
     "init": Choice("teacher", "scratch", default="teacher"),
-    "all_heads": Bool(True, help="a frequency head per block for the multi-scale loss (dropped on export)"),
+    "all_heads": Bool(False, help="a frequency head per block for the multi-scale loss (dropped on export)"),
 }
 SCHEMA["distill"] = {
     "teacher": Choice("mobilestylegan", "stylegan2", default="mobilestylegan"),
@@ -134,10 +134,10 @@ SCHEMA["distill"] = {
     "val_size": Int(32, low=1),
     "val_seed": Int(2000, low=0, high=2**31 - 1),
     "truncation": Float(1.0, low=0, high=1),
-    "steps": Int(600, low=1),
-    "batch_size": Int(4, low=1),
-    "lr": Float(2e-3, low=0, open_low=True),
-    "lr_pretrained": Float(1e-4, low=0, help="0 freezes the layers copied from the teacher"),
+    "steps": Int(1000, low=1),
+    "batch_size": Int(16, low=1),
+    "lr": Float(1e-3, low=0, open_low=True),
+    "lr_pretrained": Float(0.0, low=0, help="0 freezes the layers copied from the teacher"),
     "lr_schedule": Choice("cosine", "constant", default="cosine"),
     "head_init": Choice("lstsq", "random", default="lstsq"),
     "head_init_samples": Int(32, low=1),
@@ -156,9 +156,9 @@ SCHEMA["distill"] = {
     "r1_interval": Int(16, low=1),
     "seed": Int(0, low=0, high=2**31 - 1),
     "log_every": Int(1, low=1),
-    "sample_every": Int(100, low=1),
+    "sample_every": Int(250, low=1),
     "sample_count": Int(8, low=1, high=64),
-    "checkpoint_every": Int(50, low=1),
+    "checkpoint_every": Int(100, low=1),
     "device": Choice("auto", "cpu", "cuda", default="auto"),
 }
 

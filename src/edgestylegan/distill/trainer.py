@@ -41,10 +41,10 @@ Batches = Callable[[int, int, int], tuple[torch.Tensor, torch.Tensor]]
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 600                  # Optimiser steps (per rank).
-    batch_size: int = 4               # Per rank.
-    lr: float = 2e-3                  # Adam lr of new parameters (heads; everything for a scratch student).
-    lr_pretrained: float = 1e-4       # Adam lr of parameters copied from the teacher; 0 freezes them.
+    steps: int = 1000                 # Optimiser steps (per rank).
+    batch_size: int = 16              # Per rank.
+    lr: float = 1e-3                  # Adam lr of new parameters (heads; everything for a scratch student).
+    lr_pretrained: float = 0.0        # Adam lr of parameters copied from the teacher; 0 freezes them.
     lr_schedule: str = "cosine"       # constant | cosine (to 0 at the last step).
     head_init: str = "lstsq"          # lstsq (closed-form fit of new heads) | random.
     head_init_samples: int = 32
@@ -64,8 +64,8 @@ class TrainConfig:
     r1_interval: int = 16
     seed: int = 0
     log_every: int = 1
-    sample_every: int = 100           # Validation PSNR + sample image to dvclive.
-    checkpoint_every: int = 50
+    sample_every: int = 250           # Validation PSNR + sample image to dvclive.
+    checkpoint_every: int = 100
 
 
 @dataclasses.dataclass

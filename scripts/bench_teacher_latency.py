@@ -11,11 +11,13 @@ import json
 
 import torch
 
+from edgestylegan.cli import entry_point
 from edgestylegan.io.checkpoint import load_generator
 from edgestylegan.io.openvino_runner import OpenVINOGenerator
 from edgestylegan.metrics.latency import generator_call, measure, openvino_ir_call
 
 
+@entry_point  # Also applies the allocator setting the stages use (edgestylegan.allocator).
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="models/teacher.safetensors")

@@ -1,8 +1,9 @@
 """DVC stage account: parameters, non-zeros, bytes of every stored form, MACs and latency of every variant.
 
 Variants come from params (never from globbing): the teacher, one pruned model per prune.amounts entry, the int8
-models of the quantize stage (operating point prune.amount), and the student when account.student is true.
-Writes metrics/size.json (nested dicts of numbers). Latency: batch 1, z -> 1024^2 image, median of
+models of the quantize stage (operating point prune.amount), and, when account.student is true, the student and
+its int8 model (stage quantize_student).
+Writes metrics/size.json (nested dicts of numbers). Latency: batch 1, z -> image at the variant's own resolution, median of
 account.latency_repeats interleaved timed calls after account.latency_warmup untimed ones, account.threads threads.
 """
 import argparse
@@ -53,7 +54,9 @@ def main():
     qdir = models / QUANTIZED.name
     int8_paths = {"onnx": qdir / "int8.onnx", "torch": qdir / "int8_torch.safetensors", "float_onnx": qdir / "float.onnx"}
     student_path = models / "student.safetensors"
-    needed = [teacher_path, *pruned_paths.values(), *int8_paths.values()] + ([student_path] if p["student"] else [])
+    student_int8_path = models / "quantized_student" / "int8.onnx"
+    needed = [teacher_path, *pruned_paths.values(), *int8_paths.values()] + \
+        ([student_path, student_int8_path] if p["student"] else [])
     missing = [str(x) for x in needed if not x.is_file()]
     if missing:
         raise UserError(f"account needs {missing}; run `dvc repro` for the stages that produce them")
@@ -99,6 +102,12 @@ def main():
         student = load_model(student_path)
         size["student"] = _float_variant(student, student_path)
         size["student"]["bytes"]["dense_fp32"] = student_path.stat().st_size
+        size["student-int8"] = {
+            "bytes": {"file": _sizes(student_int8_path), "dense_fp32": student_path.stat().st_size},
+            "bytes_over_dense_fp32_teacher": student_int8_path.stat().st_size / teacher_path.stat().st_size,
+            "stored_elements": acc.stored_elements(student_int8_path),
+            "params": size["student"]["params"], "macs": size["student"]["macs"],
+        }
 
     # Latency: every runner in one interleaved measurement, so background load hits all alike.
     z = latents_from_seeds([0], teacher.config.style_dim)
@@ -138,6 +147,12 @@ def main():
                 if "openvino_fp32" in runtimes:
                     runners["student/openvino_fp32"] = generator_call(OpenVINOOnnxGenerator(student_onnx, threads),
                                                                       zs)
+            if "onnxruntime_int8" in runtimes:
+                runners["student-int8/onnxruntime_int8"] = generator_call(
+                    OnnxRuntimeGenerator(student_int8_path, threads), zs)
+            if "openvino_int8" in runtimes:
+                runners["student-int8/openvino_int8"] = generator_call(
+                    OpenVINOOnnxGenerator(student_int8_path, threads), zs)
         timings = measure(runners, repeats=p["latency_repeats"], warmup=p["latency_warmup"]) if runners else {}
 
     for key, stats in timings.items():

@@ -1,4 +1,8 @@
-"""DVC stage quantize: static int8 post-training quantization of the operating point (prune.amount; 0 = dense base).
+"""DVC stages quantize and quantize_student: static int8 post-training quantization of a float generator.
+
+    python stages/quantize.py                       # the operating point prune.amount (0 = the dense prune.base)
+    python stages/quantize.py --source models/student.safetensors --out models/quantized_student \
+        --metrics metrics/quantize_student.json --reports reports/quantize_student
 
 Outputs (all written only after everything succeeded):
 * models/quantized/float.onnx           the fp32 operating point exported to ONNX (deployable float, ORT/OpenVINO)
@@ -50,13 +54,22 @@ def main():
     parser.add_argument("--metrics", default="metrics/quantize.json")
     parser.add_argument("--reports", default="reports/quantize")
     parser.add_argument("--threads", type=int, default=0, help="torch/ORT threads (0: library default)")
+    parser.add_argument("--source", help="quantize this float model instead of the prune.amount operating point")
     args = parser.parse_args()
     params = load_params(args.params, ["prune", "quantize"])
     p, pr = params["quantize"], params["prune"]
-    src = operating_point_path(pr, args.models)
-    if not src.is_file():
-        raise UserError(f"prune.amount = {pr['amount']} needs {src}; run `dvc repro "
-                        f"{'prune' if pr['amount'] else 'fetch_teacher'}` first")
+    if args.source:
+        src = Path(args.source)
+        if not src.is_file():
+            raise UserError(f"--source {src} not found; run the stage that writes it (`dvc repro distill` for the "
+                            f"student)")
+        operating_point = {"source": str(src)}
+    else:
+        src = operating_point_path(pr, args.models)
+        if not src.is_file():
+            raise UserError(f"prune.amount = {pr['amount']} needs {src}; run `dvc repro "
+                            f"{'prune' if pr['amount'] else 'fetch_teacher'}` first")
+        operating_point = {"prune_amount": pr["amount"]}
     gen = load_model(src)
     if not isinstance(gen, Generator):
         raise UserError(f"{src} is not a float generator (got {type(gen).__name__}); quantize a dense or pruned model")
@@ -84,7 +97,7 @@ def main():
         print(f"warning: quantize.min_psnr = {p['min_psnr']} dB is not reachable even with every conv float "
               f"(simulated {search['psnr']:.2f} dB: weight storage alone); try quantize.float_weights: fp16")
 
-    info = {"source": str(src), "prune_amount": pr["amount"], "calibration_samples": p["calibration_samples"],
+    info = {"source": str(src), **operating_point, "calibration_samples": p["calibration_samples"],
             "calibration_seed": p["calibration_seed"], "calibration": p["calibration"], "float_sites": float_sites,
             "float_weights": fw}
     out_dir = Path(args.out)
@@ -121,7 +134,7 @@ def main():
         if (Path(args.models) / "teacher.safetensors").is_file() else src.stat().st_size
     int8_macs = sum(macs[s] for s in int8_sites)
     metrics = {
-        "operating_point": {"prune_amount": pr["amount"]},
+        "operating_point": {k: v for k, v in operating_point.items() if k != "source"},   # Numbers only (DVC).
         "psnr_db": {k: float(v.mean()) for k, v in fidelity.items()},
         "psnr_db_min": {k: float(v.min()) for k, v in fidelity.items()},
         "psnr_target_db": p["min_psnr"],

@@ -43,12 +43,13 @@ def test_dvc_repro_whole_pipeline_on_tiny_params(tmp_path, root, venv_env):
     run(["dvc", "repro"], tmp_path, venv_env)
 
     report = (tmp_path / "reports/report.md").read_text()
-    for variant in ("teacher", "pruned-0.5", "int8", "student"):
+    for variant in ("teacher", "pruned-0.5", "int8", "student", "student-int8"):
         assert variant in report
         assert json.loads((tmp_path / f"metrics/eval/{variant}.json").read_text())
     assert "fd_enl0" in report and "N = 8" in report.replace("N=8", "N = 8")
     size = json.loads((tmp_path / "metrics/size.json").read_text())
-    assert {"teacher", "pruned", "int8", "student"} <= set(size)
+    assert {"teacher", "pruned", "int8", "student", "student-int8"} <= set(size)
+    assert size["student-int8"]["latency_ms"]["onnxruntime_int8"] > 0
     assert size["int8"]["bytes"] and size["pruned"]
     assert list((tmp_path / "reports/figures").glob("*.png"))
 

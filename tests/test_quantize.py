@@ -174,6 +174,22 @@ def test_quantize_stage(root, tmp_path, monkeypatch, setup):
     assert csv_text.startswith("site,kind,precision")
 
 
+def test_quantize_stage_source_option(root, tmp_path, monkeypatch, setup):
+    """quantize_student: --source quantizes any float model into its own folder and metrics file."""
+    project = _project(tmp_path, setup[0], min_psnr=0.0)
+    save_generator(setup[0], project / "models" / "student.safetensors")
+    monkeypatch.chdir(project)
+    out = ["--source", "models/student.safetensors", "--out", "models/quantized_student",
+           "--metrics", "metrics/quantize_student.json", "--reports", "reports/quantize_student"]
+    assert run_stage(root, "quantize", *out) == 0
+    assert (project / "models/quantized_student/int8.onnx").is_file()
+    assert not (project / "models/quantized").exists()
+    metrics = json.loads((project / "metrics/quantize_student.json").read_text())
+    assert metrics["operating_point"] == {} and metrics["sites"]["int8"] == metrics["sites"]["total"]
+    missing = ["--source", "models/nothing.safetensors", *out[2:]]
+    assert run_stage(root, "quantize", *missing) == 2
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"backend": "foo"}, "quantize.backend = 'foo' is not a known option"),
     ({"calibration_samples": 0}, "quantize.calibration_samples = 0 is out of range"),

@@ -5,6 +5,8 @@ import functools
 import os
 import sys
 
+from .allocator import keep_large_allocations
+
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
@@ -21,10 +23,13 @@ def user_errors():
 
 
 def entry_point(main):
-    """Decorate a stage's `main()`: known user errors print `error: ...` to stderr and exit 2."""
+    """Decorate a stage's `main()`: known user errors print `error: ...` to stderr and exit 2.
+
+    Also applies the process-wide allocator setting every stage benefits from (see `allocator`)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        keep_large_allocations()
         try:
             return main(*args, **kwargs)
         except user_errors() as e:

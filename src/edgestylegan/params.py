@@ -215,7 +215,8 @@ SCHEMA["eval"] = {
     "strip_columns": Int(8, low=1, high=32),
 }
 SCHEMA["report"] = {
-    "variants": List(Choice("teacher", "pruned", "int8", "student"), default=["teacher", "pruned", "int8", "student"],
+    "variants": List(Choice("teacher", "pruned", "int8", "student", "student-int8"),
+                     default=["teacher", "pruned", "int8", "student", "student-int8"],
                      min_len=1, help="`pruned` expands to one row per prune.amounts entry"),
     "grid_columns": Int(6, low=1, high=32, help="latents (columns) in the same-latent sample grid"),
 }
@@ -279,7 +280,8 @@ SCHEMA["account"] = {
     "latency_warmup": Int(1, low=0),
     "threads": Int(2, low=1),
     "pruned_latency": Bool(True, help="also time each pruned model in torch fp32 (dense kernels)"),
-    "student": Bool(False, help="account models/student.safetensors too (needs the distill stage)"),
+    "student": Bool(False, help="account models/student.safetensors and models/quantized_student/int8.onnx too "
+                                "(stages distill and quantize_student)"),
 }
 
 

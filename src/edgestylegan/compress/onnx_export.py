@@ -118,6 +118,9 @@ class OnnxRuntimeGenerator(_OnnxGeneratorBase):
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # No busy-waiting between calls: spinning threads would steal the cores from the runtimes interleaved with
+        # this one in a latency run (and from the rest of a pipeline).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
     def run_numpy(self, z: np.ndarray, truncation: float) -> np.ndarray:

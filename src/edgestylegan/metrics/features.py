@@ -81,6 +81,18 @@ def enl0_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+def load_enl0() -> nn.Module:
+    """EfficientNet-Lite0 with the offline ImageNet weights (every key matched, fc included), eval mode, frozen."""
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as e:
+        raise UserError("EfficientNet-Lite0 model code missing: `pip install efficientnet-lite-pytorch` "
+                        "(see requirements.txt)") from e
+    net = EfficientNet.from_name("efficientnet-lite0")
+    net.load_state_dict(torch.load(enl0_weights_path(), map_location="cpu", weights_only=True), strict=True)
+    return net.requires_grad_(False).eval()
+
+
 class _PooledTrunk(nn.Module):
     def __init__(self, net):
         super().__init__()
@@ -100,11 +112,7 @@ class FeatureExtractorENL0(FeatureExtractorBase):
     def __init__(self, name, features_list, enl0_runtime: str = "torch", enl0_batch_size: int = 32,
                  enl0_parity_tolerance: float = 1e-3, **kwargs):
         super().__init__(name, features_list)
-        from efficientnet_lite_pytorch import EfficientNet
-
-        self.net = EfficientNet.from_name("efficientnet-lite0")
-        state = torch.load(enl0_weights_path(), map_location="cpu", weights_only=True)
-        self.net.load_state_dict(state, strict=True)   # Every key matched, fc included.
+        self.net = load_enl0()
         self.register_buffer("mean", torch.tensor(ENL0_MEAN))
         self.register_buffer("std", torch.tensor(ENL0_STD))
         self.requires_grad_(False)

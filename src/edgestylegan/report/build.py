@@ -191,7 +191,8 @@ def build_report(eval_p: dict, report_p: dict, prune_amounts: list[float], root:
         "",
     ]
     if student:
-        md += [f"The student runs at {student['native_resolution']} px: its row compares it with the teacher "
+        md += [f"The student (and its int8 model, student-int8) runs at {student['native_resolution']} px: its "
+               f"rows compare it with the teacher "
                f"downsampled to {student['resolution']} px on the same latents; its noise floor at that resolution "
                f"is `{fd}` = {_num(student.get('floor_' + fd), '.4g')}.", ""]
     md += ["## Pruning sweep", "",

@@ -26,8 +26,8 @@ from ..cli import UserError
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    id: str                       # teacher | pruned-<amount> | int8 | student (file names and CSV rows)
-    kind: str                     # teacher | pruned | int8 | student
+    id: str                       # teacher | pruned-<amount> | int8 | student | student-int8 (file names, CSV rows)
+    kind: str                     # teacher | pruned | int8 | student | student-int8
     amount: float | None = None   # Pruning amount for `pruned`.
 
     @property
@@ -78,7 +78,8 @@ def lookup(data: dict | None, *paths: str):
 
 
 # Producer keys per report column; first present path wins.
-# An entry of metrics/size.json (stage account): size[teacher|student], size[pruned][<amount>], size[int8].
+# An entry of metrics/size.json (stage account): size[teacher|student|student-int8], size[pruned][<amount>],
+# size[int8].
 SIZE_FIELDS = {
     "params": ("params.generator.params",),
     "nonzeros": ("params.generator.nonzero",),
@@ -176,7 +177,7 @@ def collect(variants: list[Variant], src: Sources) -> tuple[list[dict], dict]:
         entry = size_entry(size, v) if isinstance(size, dict) else None
         if entry is None:
             side["missing"].append(f"{v.id}: no entry in {src.size()} (stage account"
-                                   + ("; set account.student: true" if v.kind == "student" else "") + ")")
+                                   + ("; set account.student: true" if v.kind.startswith("student") else "") + ")")
         prune = read_json(src.prune(v)) if v.kind == "pruned" else None
         for col in ("params", "nonzeros", "bytes", "bytes_dense", "gmac"):
             value = lookup(entry, *SIZE_FIELDS[col])
@@ -189,7 +190,8 @@ def collect(variants: list[Variant], src: Sources) -> tuple[list[dict], dict]:
         # int8 kernels differ between runtimes (they are not interchangeable at parity), so the int8 row shows the
         # runtime its quality was measured on; float variants show their fastest runtime.
         engine = (gen.get("runtime") or "").split("-")[0]
-        same = {k: ms for k, ms in lat.items() if k.startswith(engine)} if v.kind == "int8" and engine else lat
+        is_int8 = v.kind in ("int8", "student-int8")
+        same = {k: ms for k, ms in lat.items() if k.startswith(engine)} if is_int8 and engine else lat
         best = min(same.items(), key=lambda kv: kv[1]) if same else (None, None)
         row["latency_runtime"], row["latency_ms"] = best
         for col in ("sparsity_pruned", "sparsity_synthesis", "sparsity_all", "earlier_recipe_upstream"):

@@ -74,7 +74,8 @@ def size_vs_metric(rows: list[dict], protocol: dict, path: Path) -> str:
                      f"{fd}")
     teacher = next((r for r in rows if r["kind"] == "teacher"), None)
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    colors = {"teacher": "black", "pruned": "tab:blue", "int8": "tab:red", "student": "tab:green"}
+    colors = {"teacher": "black", "pruned": "tab:blue", "int8": "tab:red", "student": "tab:green",
+              "student-int8": "tab:olive"}
     for r in pts:
         ax.scatter(r["bytes"] / 1e6, r[fd], color=colors.get(r["kind"], "gray"), zorder=3)
         ax.annotate(r["variant"], (r["bytes"] / 1e6, r[fd]), textcoords="offset points", xytext=(4, 4), fontsize=8)

@@ -19,7 +19,9 @@ $(BIN)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 install: $(BIN)/.installed
 
 repro: install
-	test -d .git || git init -q
+	# DVC and dvclive need a git repo with a commit; a plain copy of the project gets one here (a clone has one).
+	test -d .git || { git init -q && git add -A && \
+		git -c user.name=edgestylegan -c user.email=edgestylegan@localhost commit -qm "initial import"; }
 	test -d .dvc || $(BIN)/dvc init -q
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 

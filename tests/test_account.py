@@ -1,7 +1,5 @@
 """Accounting: analytic MACs, the earlier study's counting, latency helpers, and the account stage end to end."""
 import json
-import runpy
-import sys
 import time
 
 import pytest
@@ -12,18 +10,7 @@ from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.metrics import accounting as acc
 from edgestylegan.metrics.latency import measure, summarize
 from edgestylegan.models.mobilestylegan import Generator, GeneratorConfig
-
-
-def run_stage(root, name, *args):
-    old = sys.argv
-    sys.argv = [name, *args]
-    try:
-        runpy.run_path(str(root / "stages" / f"{name}.py"), run_name="__main__")
-        return 0
-    except SystemExit as e:
-        return e.code
-    finally:
-        sys.argv = old
+from helpers import run_stage
 
 
 def test_analytic_macs_of_the_teacher():

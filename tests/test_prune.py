@@ -1,8 +1,6 @@
 """Pruning: target sets, global/layer L1 and random, the earlier study's sparsity arithmetic, the prune stage."""
 import copy
 import json
-import runpy
-import sys
 
 import pytest
 import torch
@@ -14,21 +12,9 @@ from edgestylegan.compress.sparse import load_sparse_generator
 from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.metrics.accounting import state_dicts_equal
 from edgestylegan.models.mobilestylegan import Generator, GeneratorConfig
+from helpers import run_stage
 
 STUDY = {0.2: 16.63, 0.4: 33.26, 0.6: 49.88, 0.8: 66.51}   # EdgeStyleGAN slides, % of all synthesis parameters
-
-
-def run_stage(root, name, *args):
-    """Run stages/<name>.py in-process with argv; returns the exit code (0 when main() returned)."""
-    old = sys.argv
-    sys.argv = [name, *args]
-    try:
-        runpy.run_path(str(root / "stages" / f"{name}.py"), run_name="__main__")
-        return 0
-    except SystemExit as e:
-        return e.code
-    finally:
-        sys.argv = old
 
 
 def test_target_sets(tiny_generator):

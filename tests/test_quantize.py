@@ -1,7 +1,5 @@
 """int8 quantization: calibration, the fake-quant simulator, float-site search, both engines, files, the stage."""
 import json
-import runpy
-import sys
 
 import pytest
 import torch
@@ -12,18 +10,7 @@ from edgestylegan.compress.onnx_export import OnnxRuntimeGenerator, OpenVINOOnnx
 from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.io.models import load_model
 from edgestylegan.models.mobilestylegan import Generator
-
-
-def run_stage(root, name, *args):
-    old = sys.argv
-    sys.argv = [name, *args]
-    try:
-        runpy.run_path(str(root / "stages" / f"{name}.py"), run_name="__main__")
-        return 0
-    except SystemExit as e:
-        return e.code
-    finally:
-        sys.argv = old
+from helpers import run_stage
 
 
 @pytest.fixture(scope="module")

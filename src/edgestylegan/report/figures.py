@@ -76,9 +76,15 @@ def size_vs_metric(rows: list[dict], protocol: dict, path: Path) -> str:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     colors = {"teacher": "black", "pruned": "tab:blue", "int8": "tab:red", "student": "tab:green",
               "student-int8": "tab:olive"}
-    for r in pts:
-        ax.scatter(r["bytes"] / 1e6, r[fd], color=colors.get(r["kind"], "gray"), zorder=3)
-        ax.annotate(r["variant"], (r["bytes"] / 1e6, r[fd]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    placed: list[tuple[float, float]] = []
+    span = max(r[fd] for r in pts) - min(r[fd] for r in pts) or 1.0
+    for r in sorted(pts, key=lambda r: r["bytes"]):
+        x, y = r["bytes"] / 1e6, r[fd]
+        ax.scatter(x, y, color=colors.get(r["kind"], "gray"), zorder=3)
+        # Labels of near-coincident points go below instead of on top of each other.
+        crowded = any(abs(x - px) < 3 and abs(y - py) < 0.06 * span for px, py in placed)
+        ax.annotate(r["variant"], (x, y), textcoords="offset points", xytext=(4, -11 if crowded else 4), fontsize=8)
+        placed.append((x, y))
     front, best = [], float("inf")   # Pareto front: no other variant is both smaller and better.
     for r in sorted(pts, key=lambda r: (r["bytes"], r[fd])):
         if r[fd] < best:

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from edgestylegan.cli import UserError
 from edgestylegan.distill.augment import diff_augment, parse_policy
 from edgestylegan.distill.losses import PerceptualLoss, image_pyramid, pyramid_loss, r1_penalty
 from edgestylegan.distill.students import build_student, export_student, tame_new_modulations
@@ -259,3 +260,33 @@ def test_frozen_trunk_trains_only_the_final_head_on_cached_features(tiny_setup, 
     changed = {k for k, v in student.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith("synthesis.blocks.1.to_img.") for k in changed), changed
     assert result.history[-1]["val/psnr_db"] >= result.history[0]["val/psnr_db"] - 0.1
+
+
+def test_narrower_last_block_is_channel_selected_and_retrained_on_cached_features(tiny_setup, tmp_path):
+    teacher, pool, _ = tiny_setup
+    narrow = GeneratorConfig(style_dim=STYLE_DIM, mapping_layers=2, resolution=32, channels=(32, 32, 24))
+    student, pretrained = build_student(narrow, teacher.model, "teacher")
+    t_block, s_block = teacher.model.synthesis.blocks[1].state_dict(), student.synthesis.blocks[1].state_dict()
+    assert s_block["conv2.conv.pointwise.weight"].shape[:2] == (24, 24)
+    assert torch.equal(s_block["conv1.conv.depthwise.weight"], t_block["conv1.conv.depthwise.weight"])
+    # Selected output channels are teacher rows (a subset, in teacher order).
+    rows = {tuple(r.flatten().tolist()) for r in t_block["conv1.conv.pointwise.weight"]}
+    assert all(tuple(r.flatten().tolist()) in rows for r in s_block["conv1.conv.pointwise.weight"])
+    assert not any(n.startswith("synthesis.blocks.1.") for n in pretrained)
+    assert "synthesis.blocks.0.conv2.conv.pointwise.weight" in pretrained
+
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    result = train(student, pretrained, PoolBatches(pool, 0), (pool.val_z, pool.val_images),
+                   _config(steps=40, lr=2e-3, lr_pretrained=0.0, head_init="lstsq", sample_every=40),
+                   tmp_path / "r.pt", "fp", progress=False)
+    changed = {k for k, v in student.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("synthesis.blocks.1.") for k in changed), changed
+    assert "synthesis.blocks.1.conv2.conv.pointwise.weight" in changed
+    assert result.history[-1]["val/psnr_db"] > result.history[0]["val/psnr_db"]
+
+
+def test_student_wider_than_the_teacher_is_refused(tiny_setup):
+    teacher, _, _ = tiny_setup
+    wide = GeneratorConfig(style_dim=STYLE_DIM, mapping_layers=2, resolution=32, channels=(32, 32, 48))
+    with pytest.raises(UserError, match="the last entry may be smaller"):
+        build_student(wide, teacher.model, "teacher")

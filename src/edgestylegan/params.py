@@ -118,7 +118,8 @@ CROSS_CHECKS["teacher"] = [_teacher_rules]
 _HEX64 = "0123456789abcdef"
 SCHEMA["student"] = {
     "resolution": Int(256, low=8, high=1024, help="output size: a power of two, e.g. 256 | 512 | 1024"),
-    "channels": List(Int(low=4), default=[512, 512, 512, 512, 512, 256, 128, 64], min_len=2),
+    "channels": List(Int(low=4), default=[512, 512, 512, 512, 512, 128, 128, 64], min_len=2,
+                     help="init teacher: the teacher's widths, the last used entry may be smaller"),
     "init": Choice("teacher", "scratch", default="teacher"),
     "all_heads": Bool(False, help="a frequency head per block for the multi-scale loss (dropped on export)"),
 }
@@ -134,8 +135,8 @@ SCHEMA["distill"] = {
     "val_size": Int(32, low=1),
     "val_seed": Int(2000, low=0, high=2**31 - 1),
     "truncation": Float(1.0, low=0, high=1),
-    "steps": Int(1000, low=1),
-    "batch_size": Int(16, low=1),
+    "steps": Int(600, low=1),
+    "batch_size": Int(8, low=1),
     "lr": Float(1e-3, low=0, open_low=True),
     "lr_pretrained": Float(0.0, low=0, help="0 freezes the layers copied from the teacher"),
     "lr_schedule": Choice("cosine", "constant", default="cosine"),

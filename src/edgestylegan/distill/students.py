@@ -18,7 +18,12 @@ from .teachers import teacher_noise_by_layer
 
 
 def build_student(config: GeneratorConfig, teacher: nn.Module, init: str, seed: int = 0) -> tuple[Generator, set[str]]:
-    """Returns the student (train mode) and the names of its parameters copied from the teacher's synthesis net."""
+    """Returns the student (train mode) and the names of its parameters copied from the teacher's synthesis net.
+
+    With `init = teacher` the student's widths must be the teacher's, except that the last block may be narrower:
+    that block is then initialised from the teacher's channels that carry the most signal (`select_channels`) and
+    counts as new (it is retrained; its parameters are not in the returned set).
+    """
     if config.style_dim != teacher.style_dim:
         raise UserError(f"student style_dim {config.style_dim} != teacher style_dim {teacher.style_dim}")
     if config.resolution > teacher.resolution:
@@ -29,29 +34,77 @@ def build_student(config: GeneratorConfig, teacher: nn.Module, init: str, seed: 
     student.mapping.requires_grad_(False)
     student.w_avg.copy_(teacher.w_avg)
     pretrained: set[str] = set()
+    derived: set[str] = set()
     if init == "teacher":
         if not isinstance(teacher, Generator):
             raise UserError("student.init = teacher copies a MobileStyleGAN trunk; a StyleGAN2 teacher has none "
                             "(use student.init = scratch; the mapping network and noise are shared either way)")
+        last = config.num_blocks - 1
+        teacher_width = teacher.config.channels[last + 1]
+        narrowed = last >= 0 and config.used_channels[-1] < teacher_width
         source = teacher.synthesis.state_dict()
         target = student.synthesis.state_dict()
         copied = {}
         for key, value in target.items():
-            if key not in source:
-                continue  # Heads the teacher does not have.
+            if key not in source or (narrowed and key.startswith(f"blocks.{last}.")):
+                continue  # Heads the teacher does not have; the narrowed block (below).
             if source[key].shape != value.shape:
                 raise UserError(f"student.init = teacher: synthesis.{key} is {tuple(value.shape)} in the student but "
                                 f"{tuple(source[key].shape)} in the teacher; student.channels must start with the "
-                                f"teacher's {list(teacher.config.channels[:config.num_blocks + 1])}")
+                                f"teacher's {list(teacher.config.channels[:config.num_blocks + 1])} (the last entry "
+                                f"may be smaller)")
             copied[key] = source[key]
         student.synthesis.load_state_dict(copied, strict=False)
         param_names = {n for n, _ in student.synthesis.named_parameters()}
         pretrained = {f"synthesis.{k}" for k in copied if k in param_names}
+        if narrowed:
+            derived = select_channels(student, teacher, last)
     elif init != "scratch":
         raise ValueError(f"unknown student.init {init!r}")
-    tame_new_modulations(student, pretrained)
+    tame_new_modulations(student, pretrained | derived)
     share_noise(student, teacher)
     return student.train(), pretrained
+
+
+@torch.no_grad()
+def select_channels(student: Generator, teacher: Generator, index: int, num_latents: int = 16) -> set[str]:
+    """Initialise the student's narrower block `index` from the teacher's block (structured channel selection).
+
+    The block's two styled convs keep the teacher's input side; their outputs keep the teacher channels with the
+    largest importance: RMS activation over `num_latents` latents, times (for conv1's outputs) the norm of the
+    weights of conv2 that read them. Returns the names of the parameters so initialised.
+    """
+    net = teacher.synthesis
+    w = teacher.style(torch.randn(num_latents, teacher.style_dim, generator=torch.Generator().manual_seed(0)))
+    x = net.conv1(net.const.expand(num_latents, -1, -1, -1), w, "fixed")
+    for block in net.blocks[:index]:
+        x, _ = block(x, w, "fixed")
+    tb = net.blocks[index]
+    h1 = tb.conv1(tb.up(x, w), w, "fixed")
+    h2 = tb.conv2(h1, w, "fixed")
+    rms = lambda h: h.square().mean(dim=(0, 2, 3)).sqrt()  # noqa: E731
+    conv2 = tb.conv2.conv
+    reads = conv2.depthwise.weight.flatten(1).norm(dim=1) * conv2.pointwise.weight.flatten(1).norm(dim=0)
+    width = student.config.used_channels[index + 1]
+    keep1 = torch.argsort(rms(h1) * reads, descending=True)[:width].sort().values
+    keep2 = torch.argsort(rms(h2), descending=True)[:width].sort().values
+
+    t = {k: v for k, v in tb.state_dict().items()}
+    picked = {k: v for k, v in t.items() if k.startswith(("up.", "conv1.conv.modulation.", "conv1.conv.depthwise.",
+                                                          "conv1.noise.", "conv2.noise."))}
+    picked.update({
+        "conv1.conv.pointwise.weight": t["conv1.conv.pointwise.weight"][keep1],
+        "conv1.conv.pointwise.bias": t["conv1.conv.pointwise.bias"][keep1],
+        "conv2.conv.modulation.weight": t["conv2.conv.modulation.weight"][keep1],
+        "conv2.conv.modulation.bias": t["conv2.conv.modulation.bias"][keep1],
+        "conv2.conv.depthwise.weight": t["conv2.conv.depthwise.weight"][keep1],
+        "conv2.conv.pointwise.weight": t["conv2.conv.pointwise.weight"][keep2][:, keep1],
+        "conv2.conv.pointwise.bias": t["conv2.conv.pointwise.bias"][keep2],
+    })
+    sb = student.synthesis.blocks[index]
+    sb.load_state_dict(picked, strict=False)
+    params = {n for n, _ in sb.named_parameters()}
+    return {f"synthesis.blocks.{index}.{k}" for k in picked if k in params}
 
 
 @torch.no_grad()

@@ -41,14 +41,14 @@ Batches = Callable[[int, int, int], tuple[torch.Tensor, torch.Tensor]]
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000                 # Optimiser steps (per rank).
-    batch_size: int = 16              # Per rank.
+    steps: int = 600                  # Optimiser steps (per rank).
+    batch_size: int = 8               # Per rank.
     lr: float = 1e-3                  # Adam lr of new parameters (heads; everything for a scratch student).
     lr_pretrained: float = 0.0        # Adam lr of parameters copied from the teacher; 0 freezes them.
     lr_schedule: str = "cosine"       # constant | cosine (to 0 at the last step).
     head_init: str = "lstsq"          # lstsq (closed-form fit of new heads) | random.
     head_init_samples: int = 32
-    crop: int = 64                    # Frozen trunk, pixel losses only: train the head on aligned crops this big.
+    crop: int = 64                    # Frozen trunk, head-only, pixel losses only: train on aligned crops this big.
     truncation: float = 1.0           # psi of the training latents (1 = the full distribution).
     w_l1: float = 1.0
     w_l2: float = 1.0
@@ -148,11 +148,11 @@ def student_images(student: Generator, z: torch.Tensor, truncation: float, devic
 
 
 @torch.no_grad()
-def cache_head_inputs(student: Generator, head: nn.Module, z: torch.Tensor, truncation: float, device,
-                      progress: bool = True, batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs of `head` [N, C, s, s] float16 on CPU, w [N, style_dim]) for every latent in z."""
+def cache_module_inputs(student: Generator, module: nn.Module, z: torch.Tensor, truncation: float, device,
+                        progress: bool = True, batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first input of `module` [N, C, s, s] float16 on CPU, w [N, style_dim]) for every latent in z."""
     captured = {}
-    hook = head.register_forward_hook(lambda m, args, out: captured.__setitem__("x", args[0]))
+    hook = module.register_forward_hook(lambda m, args, out: captured.__setitem__("x", args[0]))
     was_training = student.training
     student.eval()
     feats, ws = None, []
@@ -224,15 +224,25 @@ def train(student: Generator, pretrained: set[str], batches: Batches, val: tuple
         old = []
     heads = head_modules(student)
     final_name, final_head = heads[-1]
+    last_index = len(student.synthesis.blocks) - 1
+    last_name, last_block = f"synthesis.blocks.{last_index}", student.synthesis.blocks[last_index]
     in_head = lambda n: any(n.startswith(h + ".") for h, _ in heads)  # noqa: E731
-    # Frozen pretrained trunk: only the final head can change the exported student, so train just that head, on
-    # trunk features computed once per pool latent (the trunk forward is ~all of a step's cost on a CPU).
-    head_only = cfg.lr_pretrained == 0 and all(n in pretrained for n, _ in named if not in_head(n))
-    if head_only:
+    # Frozen pretrained trunk: only the final head (or the new last block and its head, for a student whose last
+    # block is narrower than the teacher's) can change the exported student, so train just that suffix, on trunk
+    # features computed once per pool latent (the trunk forward is ~all of a step's cost on a CPU).
+    suffix_name, suffix = None, None
+    if cfg.lr_pretrained == 0:
+        fresh = [n for n, _ in named if n not in pretrained and not in_head(n)]
+        if not fresh:
+            suffix_name, suffix = final_name, final_head
+        elif last_index >= 0 and all(n.startswith(last_name + ".") for n in fresh):
+            suffix_name, suffix = last_name, last_block
+    head_only = suffix is final_head
+    if suffix is not None:
         for n, p in named:
-            if not n.startswith(final_name + "."):
+            if not n.startswith(suffix_name + "."):
                 p.requires_grad_(False)
-        new = list(final_head.parameters())
+        new = list(suffix.parameters())
     groups = [{"params": new, "lr": cfg.lr, "base_lr": cfg.lr}]
     if old:
         groups.append({"params": old, "lr": cfg.lr_pretrained, "base_lr": cfg.lr_pretrained})
@@ -262,17 +272,18 @@ def train(student: Generator, pretrained: set[str], batches: Batches, val: tuple
         if ctx.is_main:
             print(f"resuming from {resume_path} at step {start}/{cfg.steps}")
     cache = None
-    if head_only and hasattr(batches, "indices"):
-        cache = cache_head_inputs(student, final_head, batches.pool.train_z, cfg.truncation, device,
+    if suffix is not None and hasattr(batches, "indices"):
+        cache = cache_module_inputs(student, suffix, batches.pool.train_z, cfg.truncation, device,
                                   progress and ctx.is_main)
     if state is None and cfg.head_init == "lstsq":
         new_heads = {n for n, _ in heads if f"{n}.conv.conv.weight" not in pretrained}
-        if head_only:
+        if suffix is not None:
             new_heads &= {final_name}
         z0, t0 = batches.init_samples(cfg.head_init_samples)
         with torch.no_grad():
             w0 = student.style(z0.to(device), cfg.truncation)
-        inputs = {final_name: cache[0][:len(z0)]} if cache is not None else None  # init_samples = first items.
+        # init_samples are the pool's first items, so their cached head inputs are the cache's first rows.
+        inputs = {final_name: cache[0][:len(z0)]} if cache is not None and head_only else None
         head_fit = fit_heads_lstsq(student, w0, t0.to(device), new_heads, inputs=inputs)
     resumed_from = start
 
@@ -320,6 +331,11 @@ def train(student: Generator, pretrained: set[str], batches: Batches, val: tuple
 
     def forward(step: int):
         """(image, frequency outputs of the trained heads, target) for this step's batch."""
+        if cache is not None and not head_only:   # New last block + head on its cached inputs (no crops: 3x3).
+            idx = batches.indices(step, ctx.rank, cfg.batch_size)
+            x, w = cache[0][idx].to(device).float(), cache[1][idx].to(device)
+            _, freq = last_block(x, w, "fixed")
+            return idwt_haar(freq), [freq], batches.pool.train_images[idx].to(device).float()
         if cache is not None:
             idx = batches.indices(step, ctx.rank, cfg.batch_size)
             size = cache[0].shape[-1]
@@ -342,7 +358,7 @@ def train(student: Generator, pretrained: set[str], batches: Batches, val: tuple
         with torch.no_grad():
             w = student.style(z, cfg.truncation)
         img, freqs = student.synthesis(w, noise_mode="fixed", return_freqs=True)
-        return img, (freqs[-1:] if head_only else freqs), target
+        return img, (freqs[-1:] if suffix is not None else freqs), target
 
     window: dict[str, float] = {}
     window_n = 0

@@ -44,3 +44,23 @@ def test_config_mismatch_is_rejected(tmp_path, tiny_generator):
     save_file(state, str(path), metadata={"format": "edgestylegan.generator.v1", "config": json.dumps(config)})
     with pytest.raises(CheckpointError, match="shape"):
         load_generator(path)
+
+
+def test_files_are_byte_identical_across_processes(tmp_path, root, venv_env):
+    """safetensors writes its metadata map in per-process hash order; ours must not (DVC hashes the bytes)."""
+    import subprocess
+    import sys
+
+    script = ("import sys, torch; from edgestylegan.io.atomic import write_safetensors; "
+              "tensors = {'a': torch.arange(6.).reshape(2, 3), 'b': torch.ones(4, dtype=torch.int8)}; "
+              "write_safetensors(sys.argv[1], tensors, "
+              "{k: k * 3 for k in ('format', 'config', 'info', 'sparse', 'qparams', 'backend')})")
+    paths = [tmp_path / f"{i}.safetensors" for i in range(4)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=venv_env)
+    assert len({p.read_bytes() for p in paths}) == 1
+    from safetensors.torch import load_file, safe_open
+
+    assert torch.equal(load_file(str(paths[0]))["a"], torch.arange(6.).reshape(2, 3))
+    with safe_open(str(paths[0]), framework="pt") as f:
+        assert f.metadata()["qparams"] == "qparamsqparamsqparams"

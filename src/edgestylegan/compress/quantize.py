@@ -38,11 +38,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, write_safetensors
 from ..io.checkpoint import CheckpointError, generator_from_state, read_metadata
 from ..models.mobilestylegan import Generator, GeneratorConfig, ModulatedConv2d, ModulatedDWConv2d, latents_from_seeds
 
@@ -459,8 +459,7 @@ def save_torch_int8(gen: Generator, ranges: dict, int8_sites: list[str], backend
     qparams = {s: _qparams({s: ranges[s]}, QMAX[backend])[s] for s in int8_sites}
     meta = {"format": TORCH_FORMAT, "config": json.dumps(gen.config.to_dict()), "backend": backend,
             "qparams": json.dumps(qparams), "info": json.dumps(info or {})}
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    write_safetensors(path, tensors, meta)
     return Path(path)
 
 

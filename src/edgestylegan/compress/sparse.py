@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ..io.atomic import atomic_path
+from ..io.atomic import write_safetensors
 from ..io.checkpoint import CheckpointError, generator_from_state, read_metadata
 from ..models.mobilestylegan import Generator, GeneratorConfig
 
@@ -86,8 +86,7 @@ def save_sparse_generator(gen: Generator, path: str | Path, metadata: dict | Non
     tensors, sparse = encode_state(gen.state_dict())
     meta = {"format": FORMAT, "config": json.dumps(gen.config.to_dict()), "sparse": json.dumps(sparse),
             "info": json.dumps(metadata or {})}
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    write_safetensors(path, tensors, meta)
     return sparse
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from ..cli import UserError
-from ..io.atomic import atomic_path
+from ..io.atomic import write_safetensors
 from ..models.mobilestylegan import Generator
 from .teachers import Teacher
 
@@ -145,8 +145,7 @@ def build_pool(teacher: Teacher, spec: PoolSpec, dest: str | Path, cache_dir: st
                 w = model.style(z.to(renderer.device), spec.truncation).cpu()
             step = 1 if renderer.runtime == "openvino" else 2  # Batch 2 bounds the 1024-px activations on CPU.
             rendered = torch.cat([renderer.render(w[j:j + step]).cpu() for j in range(0, len(w), step)])
-            with atomic_path(path, suffix=".safetensors") as tmp:  # Atomic: a kill never leaves half a chunk.
-                save_file({"images": rendered.half().contiguous()}, str(tmp))
+            write_safetensors(path, {"images": rendered.half()})  # Atomic: a kill never leaves half a chunk.
             images.append(rendered.half())
             bar.update(len(z))
     images = torch.cat(images)
@@ -162,8 +161,7 @@ def build_pool(teacher: Teacher, spec: PoolSpec, dest: str | Path, cache_dir: st
 def save_pool(pool: Pool, path: str | Path) -> None:
     tensors = {"train_z": pool.train_z, "train_images": pool.train_images, "val_z": pool.val_z,
                "val_images": pool.val_images}
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"meta": json.dumps(pool.meta)})
+    write_safetensors(path, tensors, {"meta": json.dumps(pool.meta)})
 
 
 def load_pool(path: str | Path) -> Pool:

@@ -34,3 +34,31 @@ def write_json(path: str | os.PathLike, data) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def safetensors_bytes(tensors: dict, metadata: dict[str, str] | None = None) -> bytes:
+    """safetensors serialisation that is a pure function of its inputs.
+
+    The library writes the metadata map in hash order, which changes from process to process, so the same tensors
+    and metadata gave files with different bytes (and DVC re-ran every downstream stage). The header is rewritten
+    with the metadata keys sorted; tensor entries and data are the library's, unchanged.
+    """
+    import struct
+
+    from safetensors.torch import save
+
+    raw = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
+    length = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + length])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)   # The format pads the header to 8-byte alignment with spaces.
+    return struct.pack("<Q", len(text)) + text + raw[8 + length:]
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Atomic, byte-deterministic safetensors file (see `safetensors_bytes`)."""
+    data = safetensors_bytes(tensors, metadata)
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        Path(tmp).write_bytes(data)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 
 from ..models.mobilestylegan import Generator, GeneratorConfig
-from .atomic import atomic_path
+from .atomic import write_safetensors
 
 FORMAT = "edgestylegan.generator.v1"
 
@@ -26,8 +26,7 @@ def save_generator(gen: Generator, path: str | Path, metadata: dict | None = Non
     """Write `gen` (dense fp32) atomically; `metadata` (JSON-serialisable) is stored beside the config."""
     meta = {"format": FORMAT, "config": json.dumps(gen.config.to_dict()), "info": json.dumps(metadata or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in gen.state_dict().items()}
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    write_safetensors(path, tensors, meta)
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -1,6 +1,10 @@
 """Helpers shared by test modules (import as `from helpers import ...`; pytest puts tests/ on sys.path)."""
 import runpy
+import shutil
+import subprocess
 import sys
+
+import yaml
 
 
 def run_stage(root, name, *args):
@@ -14,3 +18,30 @@ def run_stage(root, name, *args):
         return e.code
     finally:
         sys.argv = old
+
+
+def run(cmd, cwd, env):
+    """Run a command; fail the test with its output when it exits non-zero."""
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def dvc_project(tmp_path, root, env, overrides: dict, commit: bool = False):
+    """A fresh git + DVC project in tmp_path with this repo's pipeline and params.yaml updated by `overrides`.
+
+    Returns the params written. commit: also make an initial commit (dvclive needs one)."""
+    for item in ("dvc.yaml", "params.yaml"):
+        shutil.copy(root / item, tmp_path / item)
+    for folder in ("stages", "src"):
+        shutil.copytree(root / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    for section, values in overrides.items():
+        params[section].update(values)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], tmp_path, env)
+    run(["dvc", "init", "-q"], tmp_path, env)
+    if commit:
+        run(["git", "add", "-A"], tmp_path, env)
+        run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "init"], tmp_path, env)
+    return params

@@ -1,10 +1,9 @@
 """End to end: the whole `dvc repro` on a tiny params file in a fresh git repo, then a cached no-op rerun."""
 import json
-import shutil
-import subprocess
 
 import pytest
-import yaml
+
+from helpers import dvc_project, run
 
 TINY = {
     "teacher": {"parity_seeds": [0], "sample_seeds": [0, 1], "w_avg_samples": 64},
@@ -19,27 +18,9 @@ TINY = {
 }
 
 
-def run(cmd, cwd, env):
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
 @pytest.mark.slow
 def test_dvc_repro_whole_pipeline_on_tiny_params(tmp_path, root, venv_env):
-    for item in ("dvc.yaml", "params.yaml"):
-        shutil.copy(root / item, tmp_path / item)
-    for folder in ("stages", "src"):
-        shutil.copytree(root / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], tmp_path, venv_env)
-    run(["dvc", "init", "-q"], tmp_path, venv_env)
-    run(["git", "add", "-A"], tmp_path, venv_env)  # dvclive (distill) needs a commit, as real projects have
-    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "init"], tmp_path, venv_env)
-
+    dvc_project(tmp_path, root, venv_env, TINY, commit=True)   # dvclive (distill) needs a commit
     run(["dvc", "repro"], tmp_path, venv_env)
 
     report = (tmp_path / "reports/report.md").read_text()

@@ -43,7 +43,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..io.atomic import atomic_path, write_safetensors
-from ..io.checkpoint import CheckpointError, generator_from_state, read_metadata
+from ..io.checkpoint import CheckpointError, generator_from_state, read_header
 from ..models.mobilestylegan import Generator, GeneratorConfig, ModulatedConv2d, ModulatedDWConv2d, latents_from_seeds
 
 TORCH_FORMAT = "edgestylegan.int8_generator.v1"
@@ -466,11 +466,8 @@ def save_torch_int8(gen: Generator, ranges: dict, int8_sites: list[str], backend
 def load_torch_int8(path: str | Path) -> Generator:
     """`io.models` loader for format edgestylegan.int8_generator.v1: a Generator with int8 conv sites."""
     path = Path(path)
-    meta = read_metadata(path)
-    if meta.get("format") != TORCH_FORMAT:
-        raise CheckpointError(f"{path}: format {meta.get('format')!r} is not {TORCH_FORMAT!r}")
+    config, meta = read_header(path, TORCH_FORMAT, "int8 generator")
     try:
-        config = GeneratorConfig.from_dict(json.loads(meta["config"]))
         qparams = {s: {p: (float(v[0]), int(v[1])) for p, v in pts.items()}
                    for s, pts in json.loads(meta["qparams"]).items()}
         backend = meta["backend"]

@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import load_file
 
 from ..io.atomic import write_safetensors
-from ..io.checkpoint import CheckpointError, generator_from_state, read_metadata
-from ..models.mobilestylegan import Generator, GeneratorConfig
+from ..io.checkpoint import CheckpointError, generator_from_state, read_header
+from ..models.mobilestylegan import Generator
 
 FORMAT = "edgestylegan.sparse_generator.v1"
 _INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16,
@@ -93,11 +93,8 @@ def save_sparse_generator(gen: Generator, path: str | Path, metadata: dict | Non
 def load_sparse_generator(path: str | Path) -> Generator:
     """Rebuild the dense Generator from a sparse file; every tensor is restored bit for bit."""
     path = Path(path)
-    meta = read_metadata(path)
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    config, meta = read_header(path, FORMAT, "sparse generator")
     try:
-        config = GeneratorConfig.from_dict(json.loads(meta["config"]))
         sparse = json.loads(meta["sparse"])
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: bad metadata in sparse generator file: {e}") from e

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -43,8 +44,6 @@ def safetensors_bytes(tensors: dict, metadata: dict[str, str] | None = None) -> 
     and metadata gave files with different bytes (and DVC re-ran every downstream stage). The header is rewritten
     with the metadata keys sorted; tensor entries and data are the library's, unchanged.
     """
-    import struct
-
     from safetensors.torch import save
 
     raw = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)

@@ -41,15 +41,20 @@ def read_metadata(path: str | Path) -> dict:
     return meta
 
 
-def load_generator(path: str | Path, map_location: str = "cpu") -> Generator:
-    path = Path(path)
+def read_header(path: str | Path, fmt: str, kind: str) -> tuple[GeneratorConfig, dict]:
+    """(architecture config, metadata) of a safetensors file that must be of format `fmt` (a `kind` of model)."""
     meta = read_metadata(path)
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r} (not an edgestylegan generator)")
+    if meta.get("format") != fmt:
+        raise CheckpointError(f"{path}: format {meta.get('format')!r} is not {fmt!r} (not an edgestylegan {kind})")
     try:
         config = GeneratorConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: bad architecture config in metadata: {e}") from e
+    return config, meta
+
+
+def load_generator(path: str | Path, map_location: str = "cpu") -> Generator:
+    config, _ = read_header(path, FORMAT, "generator")
     return generator_from_state(config, load_file(str(path), device=map_location), path)
 
 

@@ -13,7 +13,7 @@ import torch
 
 from edgestylegan.cli import entry_point
 from edgestylegan.io.checkpoint import load_generator
-from edgestylegan.io.openvino_runner import OpenVINOGenerator
+from edgestylegan.runtimes.openvino_ir import OpenVINOGenerator
 from edgestylegan.metrics.latency import generator_call, measure, openvino_ir_call
 
 

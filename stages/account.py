@@ -12,15 +12,16 @@ from pathlib import Path
 
 import torch
 
-from edgestylegan.cli import UserError, entry_point
-from edgestylegan.compress.onnx_export import OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export_onnx
+from edgestylegan.errors import UserError
+from edgestylegan.cli import entry_point
+from edgestylegan.runtimes.onnx import OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export_onnx
 from edgestylegan.compress.quantize import load_torch_int8
 from edgestylegan.io.atomic import write_json
 from edgestylegan.io.models import load_model
 from edgestylegan.metrics import accounting as acc
 from edgestylegan.metrics.latency import generator_call, measure, openvino_ir_call
 from edgestylegan.models.mobilestylegan import latents_from_seeds
-from edgestylegan.params import load_params
+from edgestylegan.config import load_params
 
 QUANTIZED = Path("models/quantized")
 
@@ -122,7 +123,7 @@ def main():
         if "openvino_fp32" in runtimes:
             runners["teacher/openvino_fp32"] = generator_call(OpenVINOOnnxGenerator(teacher_onnx, threads), z)
         if "openvino_ir_fp32" in runtimes:
-            from edgestylegan.io.openvino_runner import OpenVINOGenerator
+            from edgestylegan.runtimes.openvino_ir import OpenVINOGenerator
 
             runners["teacher/openvino_ir_fp32"] = openvino_ir_call(OpenVINOGenerator(precision="f32",
                                                                                      num_threads=threads), z)

@@ -16,7 +16,7 @@ from edgestylegan.distill.run import (CACHE_DIR, POOL_PATH, TEACHER_PATH, check_
 from edgestylegan.distill.students import build_student
 from edgestylegan.distill.targets import OnlineBatches, PoolBatches, load_pool
 from edgestylegan.distill.trainer import init_distributed, train
-from edgestylegan.params import load_params
+from edgestylegan.config import load_params
 
 
 @entry_point

@@ -9,7 +9,7 @@ import torch
 from edgestylegan.cli import entry_point
 from edgestylegan.distill.run import CACHE_DIR, POOL_PATH, TEACHER_PATH, pool_spec, teacher_from_params
 from edgestylegan.distill.targets import build_pool
-from edgestylegan.params import load_params
+from edgestylegan.config import load_params
 
 
 @entry_point

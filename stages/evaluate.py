@@ -11,7 +11,7 @@ from edgestylegan.cli import entry_point
 from edgestylegan.imaging import grid, save_png
 from edgestylegan.io.atomic import write_json
 from edgestylegan.metrics.evaluate import EvalConfig, build_reference, evaluate_variant
-from edgestylegan.params import load_params
+from edgestylegan.config import load_params
 
 
 @entry_point

@@ -3,13 +3,14 @@ import argparse
 
 import torch
 
-from edgestylegan.cli import UserError, entry_point
+from edgestylegan.errors import UserError
+from edgestylegan.cli import entry_point
 from edgestylegan.imaging import grid, resize, save_png, to_uint8
 from edgestylegan.io.atomic import write_json
 from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.io.teacher import materialize_teacher, openvino_parity
 from edgestylegan.models.mobilestylegan import latents_from_seeds
-from edgestylegan.params import load_params
+from edgestylegan.config import load_params
 
 
 @entry_point

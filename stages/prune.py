@@ -10,13 +10,14 @@ import csv
 import io
 from pathlib import Path
 
-from edgestylegan.cli import UserError, entry_point
+from edgestylegan.errors import UserError
+from edgestylegan.cli import entry_point
 from edgestylegan.compress.prune import earlier_study_sparsity, prune_generator, sparsity_report
 from edgestylegan.compress.sparse import load_sparse_generator, save_sparse_generator
 from edgestylegan.io.atomic import write_json, write_text
 from edgestylegan.io.checkpoint import load_generator
 from edgestylegan.metrics.accounting import dense_file_bytes, state_dicts_equal
-from edgestylegan.params import load_params
+from edgestylegan.config import load_params
 
 
 def amount_tag(amount: float) -> str:

@@ -23,13 +23,14 @@ from pathlib import Path
 
 import torch
 
-from edgestylegan.cli import UserError, entry_point
+from edgestylegan.errors import UserError
+from edgestylegan.cli import entry_point
 from edgestylegan.compress import quantize as q
-from edgestylegan.compress.onnx_export import OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export_onnx
+from edgestylegan.runtimes.onnx import OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export_onnx
 from edgestylegan.io.atomic import write_json, write_text
 from edgestylegan.io.models import load_model
 from edgestylegan.models.mobilestylegan import Generator
-from edgestylegan.params import load_params
+from edgestylegan.config import load_params
 
 QUANTIZED_DIR = "models/quantized"
 FILES = {"onnxruntime": "int8.onnx", "torch": "int8_torch.safetensors", "float": "float.onnx"}

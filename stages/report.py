@@ -5,8 +5,9 @@
 import argparse
 from pathlib import Path
 
-from edgestylegan.cli import UserError, entry_point
-from edgestylegan.params import SCHEMA, load_params
+from edgestylegan.errors import UserError
+from edgestylegan.cli import entry_point
+from edgestylegan.config import SCHEMA, load_params
 from edgestylegan.report.build import build_report
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from edgestylegan.cli import UserError
+from edgestylegan.errors import UserError
 from edgestylegan.distill.augment import diff_augment, parse_policy
 from edgestylegan.distill.losses import PerceptualLoss, image_pyramid, pyramid_loss, r1_penalty
 from edgestylegan.distill.students import build_student, export_student, tame_new_modulations
@@ -22,7 +22,7 @@ from edgestylegan.io.checkpoint import load_generator, save_generator
 from edgestylegan.models.discriminator import Discriminator
 from edgestylegan.models.mobilestylegan import Generator, GeneratorConfig
 from edgestylegan.models.wavelets import dwt_haar
-from edgestylegan.params import ParamsError, validate
+from edgestylegan.config import ParamsError, validate
 
 STYLE_DIM = 32
 TEACHER_CONFIG = GeneratorConfig(style_dim=STYLE_DIM, mapping_layers=2, resolution=64, channels=(32, 32, 32, 32, 16))

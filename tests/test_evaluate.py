@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from edgestylegan.cli import UserError
+from edgestylegan.errors import UserError
 from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.metrics.evaluate import EvalConfig, Reference, build_reference, evaluate_variant
 from edgestylegan.metrics.generation import generate_eval_images

@@ -8,7 +8,7 @@ import skimage.data
 import torch
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from edgestylegan.cli import UserError
+from edgestylegan.errors import UserError
 from edgestylegan.metrics import features as feat
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgestylegan.cli import UserError
+from edgestylegan.errors import UserError
 from edgestylegan.metrics.features import extract_features
 from edgestylegan.metrics.fidelity import (distribution_metrics, feature_statistics, frechet_distance,
                                            frechet_distance_stats, kernel_distance, load_statistics, paired_fidelity)

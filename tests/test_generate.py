@@ -1,7 +1,7 @@
 import pytest
 from PIL import Image
 
-from edgestylegan.cli import UserError
+from edgestylegan.errors import UserError
 from edgestylegan.generate import main, parse_seeds
 from edgestylegan.io.checkpoint import save_generator
 

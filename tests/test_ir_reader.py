@@ -72,7 +72,7 @@ def test_all_heads_model_has_the_upstream_parameter_count():
 
 
 def test_parity_with_openvino_on_one_latent():
-    from edgestylegan.io.openvino_runner import OpenVINOGenerator
+    from edgestylegan.runtimes.openvino_ir import OpenVINOGenerator
     from edgestylegan.models.mobilestylegan import latents_from_seeds
 
     gen = load_random_face_generator()

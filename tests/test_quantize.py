@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from edgestylegan.compress import quantize as q
-from edgestylegan.compress.onnx_export import OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export_onnx
+from edgestylegan.runtimes.onnx import OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export_onnx
 from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.io.models import load_model
 from edgestylegan.models.mobilestylegan import Generator

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from edgestylegan.cli import UserError
+from edgestylegan.errors import UserError
 from edgestylegan.imaging import grid, save_png
 from edgestylegan.report.build import build_report
 from edgestylegan.report.collect import Variant, amount_id, variants_from_params

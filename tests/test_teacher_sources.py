@@ -11,7 +11,7 @@ import yaml
 from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.io.download import DownloadError, fetch
 from edgestylegan.io.teacher import materialize_teacher
-from edgestylegan.params import ParamsError, validate
+from edgestylegan.config import ParamsError, validate
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .cli import UserError, entry_point
+from .errors import UserError
+from .cli import entry_point
 from .imaging import save_png, to_uint8
 from .io.models import load_model
 from .models.mobilestylegan import latents_from_seeds

@@ -550,7 +550,7 @@ def build_onnx_int8(float_onnx: str | Path, out_path: str | Path, gen: Generator
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from .onnx_export import set_metadata
+    from ..runtimes.onnx import set_metadata
 
     model = onnx.load(str(float_onnx))
     tensors = _onnx_site_tensors(model, gen)

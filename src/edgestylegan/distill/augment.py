@@ -8,7 +8,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("color", "translation", "cutout", "flip")
+from ..config import AUGMENT_POLICIES
+
+POLICIES = AUGMENT_POLICIES
 
 
 def parse_policy(text: str) -> tuple[str, ...]:

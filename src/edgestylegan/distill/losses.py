@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cli import UserError
+from ..errors import UserError
 from ..models.wavelets import dwt_haar, idwt_haar
 
 VGG16_FILE = "vgg16-397923af.pth"          # torchvision's ImageNet VGG16 (sha256 prefix 397923af).

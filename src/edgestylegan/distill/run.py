@@ -5,7 +5,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..cli import UserError
+from ..errors import UserError
 from ..models.mobilestylegan import GeneratorConfig
 from .targets import Pool, PoolSpec
 from .teachers import Teacher, load_teacher

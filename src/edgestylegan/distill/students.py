@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..cli import UserError
+from ..errors import UserError
 from ..models.mobilestylegan import FrequencyHead, Generator, GeneratorConfig
 from ..models.wavelets import dwt_haar
 from .losses import image_pyramid

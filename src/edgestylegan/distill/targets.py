@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from ..cli import UserError
+from ..errors import UserError
 from ..io.atomic import write_safetensors
 from ..models.mobilestylegan import Generator
 from .teachers import Teacher
@@ -90,7 +90,7 @@ class TeacherRenderer:
             if not isinstance(teacher.model, Generator) or teacher.model.resolution != 1024:
                 raise UserError("distill.teacher_runtime = openvino only runs the random-face MobileStyleGAN IR "
                                 "(a 1024-px MobileStyleGAN teacher)")
-            from ..io.openvino_runner import OpenVINOGenerator
+            from ..runtimes.openvino_ir import OpenVINOGenerator
 
             self._ov = OpenVINOGenerator(precision="f32")
             self.runtime = "openvino"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..cli import UserError
+from ..errors import UserError
 from ..io.checkpoint import checkpoint_info, load_generator
 from ..io.download import fetch, sha256_of
 from ..models.mobilestylegan import Generator

@@ -13,13 +13,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 
 from ..models.mobilestylegan import Generator, GeneratorConfig
+from ..errors import CheckpointError
 from .atomic import write_safetensors
 
 FORMAT = "edgestylegan.generator.v1"
-
-
-class CheckpointError(RuntimeError):
-    pass
 
 
 def save_generator(gen: Generator, path: str | Path, metadata: dict | None = None) -> None:

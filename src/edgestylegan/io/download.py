@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..cli import UserError
+from ..errors import UserError
 
 CHUNK = 1 << 20
 

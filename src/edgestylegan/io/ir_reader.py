@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import IRFormatError
 from ..models.mobilestylegan import Generator, GeneratorConfig
 
 _DTYPES = {"f32": np.float32, "f16": np.float16, "i64": np.int64, "i32": np.int32, "u8": np.uint8}
@@ -28,10 +29,6 @@ NOISE_PORTS = {
         [("1560", "1572"), ("1601", "1613"), ("1642", "1654"), ("1683", "1695"),
          ("1724", "1736"), ("1765", "1777"), ("1806", "1818")]) for j, name in enumerate(pair)},
 }
-
-
-class IRFormatError(RuntimeError):
-    pass
 
 
 def random_face_data_dir() -> Path:

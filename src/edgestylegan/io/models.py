@@ -14,7 +14,7 @@ LOADERS: dict[str, str] = {
     "edgestylegan.generator.v1": "edgestylegan.io.checkpoint:load_generator",
     "edgestylegan.sparse_generator.v1": "edgestylegan.compress.sparse:load_sparse_generator",
     "edgestylegan.int8_generator.v1": "edgestylegan.compress.quantize:load_torch_int8",
-    "onnx": "edgestylegan.compress.onnx_export:load_onnx_generator",
+    "onnx": "edgestylegan.runtimes.onnx:load_onnx_generator",
 }
 
 

@@ -44,7 +44,7 @@ def openvino_parity(gen: Generator, seeds: list[int], truncation: float) -> dict
     """
     import copy
 
-    from .openvino_runner import OpenVINOGenerator
+    from ..runtimes.openvino_ir import OpenVINOGenerator
 
     gen64 = copy.deepcopy(gen).double()
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cli import UserError
+from ..errors import UserError
 from ..imaging import resize
 from ..io.atomic import atomic_path
 from ..io.models import load_model

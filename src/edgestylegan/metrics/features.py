@@ -34,7 +34,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-from ..cli import UserError
+from ..errors import UserError
 
 #----------------------------------------------------------------------------
 # Feature spaces.

@@ -65,7 +65,7 @@ def generator_call(model, z: torch.Tensor | None = None, truncation: float = 1.0
 
 
 def openvino_ir_call(runtime, z: torch.Tensor | None = None) -> Callable[[], object]:
-    """Runner for the original random-face IR (`io.openvino_runner.OpenVINOGenerator`): mapping + synthesis IR."""
+    """Runner for the original random-face IR (`runtimes.openvino_ir.OpenVINOGenerator`): mapping + synthesis IR."""
     if z is None:
         z = latents_from_seeds([0])
     z_np = z.numpy()

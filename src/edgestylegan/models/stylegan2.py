@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cli import UserError
+from ..errors import UserError
 from .mobilestylegan import MappingNetwork, NoiseMode, StyleBasedGenerator
 
 BLUR_KERNEL = (1.0, 3.0, 3.0, 1.0)

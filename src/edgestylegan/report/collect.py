@@ -18,7 +18,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..cli import UserError
+from ..errors import UserError
 
 #----------------------------------------------------------------------------
 # Variants.

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ir_reader import random_face_data_dir
+from ..io.ir_reader import random_face_data_dir
 
 
 class OpenVINOGenerator:

@@ -79,7 +79,7 @@ def onnx_metadata(path: str | Path) -> dict:
     meta = {p.key: p.value for p in model.metadata_props}
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: ONNX model without edgestylegan metadata (format {meta.get('format')!r}); "
-                              f"export it with edgestylegan.compress.onnx_export.export_onnx")
+                              f"export it with edgestylegan.runtimes.onnx.export_onnx")
     return meta
 
 

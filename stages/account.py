@@ -17,7 +17,7 @@ from edgestylegan.cli import entry_point
 from edgestylegan.runtimes.onnx import OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export_onnx
 from edgestylegan.compress.quantize import load_torch_int8
 from edgestylegan.io.atomic import write_json
-from edgestylegan.io.models import load_model
+from edgestylegan.pipeline.loaders import load_model
 from edgestylegan.metrics import accounting as acc
 from edgestylegan.metrics.latency import generator_call, measure, openvino_ir_call
 from edgestylegan.models.mobilestylegan import latents_from_seeds

@@ -28,7 +28,7 @@ from edgestylegan.cli import entry_point
 from edgestylegan.compress import quantize as q
 from edgestylegan.runtimes.onnx import OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export_onnx
 from edgestylegan.io.atomic import write_json, write_text
-from edgestylegan.io.models import load_model
+from edgestylegan.pipeline.loaders import load_model
 from edgestylegan.models.mobilestylegan import Generator
 from edgestylegan.config import load_params
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from edgestylegan.io.checkpoint import CheckpointError, checkpoint_info, load_generator, save_generator
-from edgestylegan.io.models import load_model
+from edgestylegan.pipeline.loaders import load_model
 
 
 def test_round_trip_is_exact(tmp_path, tiny_generator):

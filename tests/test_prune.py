@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
-from edgestylegan.compress.prune import (earlier_study_sparsity, prune_generator, select_targets, sparsity_report,
-                                         upstream_parameter_set)
+from edgestylegan.models.macs import upstream_parameter_set
+from edgestylegan.compress.prune import earlier_study_sparsity, prune_generator, select_targets, sparsity_report
 from edgestylegan.compress.sparse import load_sparse_generator
 from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.metrics.accounting import state_dicts_equal

@@ -8,7 +8,7 @@ import yaml
 from edgestylegan.compress import quantize as q
 from edgestylegan.runtimes.onnx import OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export_onnx
 from edgestylegan.io.checkpoint import save_generator
-from edgestylegan.io.models import load_model
+from edgestylegan.pipeline.loaders import load_model
 from edgestylegan.models.mobilestylegan import Generator
 from helpers import run_stage
 

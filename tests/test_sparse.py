@@ -6,7 +6,7 @@ from edgestylegan.compress.prune import prune_generator
 from edgestylegan.compress.sparse import (decode_tensor, encode_tensor, load_sparse_generator, save_sparse_generator,
                                           sparse_bytes)
 from edgestylegan.io.checkpoint import CheckpointError, save_generator
-from edgestylegan.io.models import load_model
+from edgestylegan.pipeline.loaders import load_model
 from edgestylegan.metrics.accounting import dense_file_bytes, state_dicts_equal
 from edgestylegan.models.mobilestylegan import Generator, GeneratorConfig
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .errors import UserError
 from .cli import entry_point
 from .imaging import save_png, to_uint8
-from .io.models import load_model
+from .pipeline.loaders import load_model
 from .models.mobilestylegan import latents_from_seeds
 
 

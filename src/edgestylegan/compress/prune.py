@@ -110,23 +110,6 @@ def sparsity_report(gen: Generator, target_names: list[str]) -> dict:
             "generator": whole.as_dict(), "layers": layers}
 
 
-def upstream_parameter_set(gen: Generator, seed: int = 0) -> Generator:
-    """A copy of `gen` with every intermediate frequency head, i.e. upstream MobileStyleGAN's parameter set.
-
-    The exported IR (our teacher) dropped `to_img1` and `blocks.0..5.to_img`; they are initialised as a fresh
-    model would be (seeded). With the teacher config this has exactly upstream's 8,852,079 synthesis parameters.
-    """
-    import dataclasses as dc
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        full = Generator(dc.replace(gen.config, all_heads=True))
-    missing, unexpected = full.load_state_dict(gen.state_dict(), strict=False)
-    if unexpected or any(".to_img" not in k for k in missing):
-        raise ValueError(f"cannot extend to all heads: missing {missing[:4]}, unexpected {unexpected[:4]}")
-    return full.eval()
-
-
 def earlier_study_sparsity(gen: Generator, amount: float) -> dict:
     """The earlier study's recipe (targets=edgestylegan, global L1) on `gen` and on its upstream parameter set.
 

@@ -93,7 +93,7 @@ def _points(module: nn.Module) -> tuple[str, ...]:
 
 
 def site_macs(gen: Generator) -> dict[str, int]:
-    from ..metrics.accounting import analytic_macs
+    from ..models.macs import analytic_macs
 
     layers = analytic_macs(gen.config)["layers"]
     out = {}
@@ -464,7 +464,7 @@ def save_torch_int8(gen: Generator, ranges: dict, int8_sites: list[str], backend
 
 
 def load_torch_int8(path: str | Path) -> Generator:
-    """`io.models` loader for format edgestylegan.int8_generator.v1: a Generator with int8 conv sites."""
+    """`pipeline.loaders` loader for format edgestylegan.int8_generator.v1: a Generator with int8 conv sites."""
     path = Path(path)
     config, meta = read_header(path, TORCH_FORMAT, "int8 generator")
     try:

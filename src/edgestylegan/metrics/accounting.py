@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import save as safetensors_save
 from torch import nn
 
+from ..models.macs import analytic_macs
 from ..models.mobilestylegan import (Generator, GeneratorConfig, IDWTUpsample, ModulatedConv2d, ModulatedDWConv2d,
                                      NoiseInjection)
 
@@ -96,7 +97,7 @@ def earlier_study_reproduction(gen: Generator) -> dict:
     """
     import warnings
 
-    from ..compress.prune import upstream_parameter_set
+    from ..models.macs import upstream_parameter_set
 
     full = upstream_parameter_set(gen)
     before = sum(p.numel() for p in full.synthesis.parameters())
@@ -112,59 +113,6 @@ def earlier_study_reproduction(gen: Generator) -> dict:
             "mib_claimed_before": (before + UPSTREAM_BUFFERS) * 4 / 2**20,
             "mib_claimed_after": (after + UPSTREAM_BUFFERS) * 4 / 2**20,
             "params_really_stored_after": before}
-
-
-def analytic_macs(config: GeneratorConfig) -> dict:
-    """Per-layer MACs and elementwise ops for one image, from shapes only (the model is built on the meta device).
-
-    Returns {"layers": {name: macs}, "conv": .., "linear": .., "mapping": .., "total": .., "elementwise_ops": ..,
-    "flops_2mac_plus_elementwise": ..}.
-    """
-    with torch.device("meta"):
-        gen = Generator(config)
-    layers, elementwise = {}, [0]
-    hooks = []
-
-    def conv_hook(name):
-        def hook(module, args, out):
-            k = module.kernel_size[0] * module.kernel_size[1]
-            layers[name] = out.numel() // out.shape[0] * (module.in_channels // module.groups) * k
-            elementwise[0] += out.numel() // out.shape[0] if module.bias is not None else 0   # bias add
-        return hook
-
-    def linear_hook(name):
-        def hook(module, args, out):
-            layers[name] = module.in_features * module.out_features
-        return hook
-
-    def input_numel_hook(factor):
-        def hook(module, args):
-            elementwise[0] += factor * (args[0].numel() // args[0].shape[0])
-        return hook
-
-    for name, module in gen.named_modules():
-        if isinstance(module, nn.Conv2d):
-            hooks.append(module.register_forward_hook(conv_hook(name)))
-        elif isinstance(module, nn.Linear):
-            hooks.append(module.register_forward_hook(linear_hook(name)))
-        elif isinstance(module, (ModulatedConv2d, ModulatedDWConv2d, IDWTUpsample)):
-            hooks.append(module.register_forward_pre_hook(input_numel_hook(1)))          # style multiply
-        elif isinstance(module, NoiseInjection):
-            hooks.append(module.register_forward_pre_hook(input_numel_hook(2)))          # noise add + leaky ReLU
-    for name, module in gen.named_modules():      # Haar IDWT: 3 adds/muls per output value (wavelets.idwt_haar)
-        if type(module).__name__ == "HaarIDWT":
-            hooks.append(module.register_forward_hook(
-                lambda m, a, out: elementwise.__setitem__(0, elementwise[0] + 3 * (out.numel() // out.shape[0]))))
-    with torch.no_grad():
-        gen(torch.zeros(1, config.style_dim, device="meta"))
-    for h in hooks:
-        h.remove()
-    conv = sum(v for k, v in layers.items() if k.startswith("synthesis.") and ".modulation" not in k)
-    linear = sum(v for k, v in layers.items() if ".modulation" in k)
-    mapping = sum(v for k, v in layers.items() if k.startswith("mapping."))
-    total = conv + linear + mapping
-    return {"layers": layers, "conv": conv, "modulation_linear": linear, "mapping": mapping, "total": total,
-            "elementwise_ops": elementwise[0], "flops_2mac_plus_elementwise": 2 * total + elementwise[0]}
 
 
 def mac_summary(config: GeneratorConfig) -> dict:

@@ -27,7 +27,7 @@ import torch
 from ..errors import UserError
 from ..imaging import resize
 from ..io.atomic import atomic_path
-from ..io.models import load_model
+from ..pipeline.loaders import load_model
 from . import features as feat
 from .fidelity import (distribution_metrics, feature_statistics, frechet_distance_stats, load_statistics,
                        paired_fidelity)

@@ -2,7 +2,7 @@
 
 Every runner here is callable as `model(z, truncation=1.0) -> images` (torch tensors in, torch float32 [B, 3, R, R]
 out, nominal [-1, 1], unclamped) and has `.resolution`, like a `Generator`, so evaluation and latency code can use
-any of them. ONNX files written here carry metadata (`format`, `config`, `kind`) so `io.models.load_model` can
+any of them. ONNX files written here carry metadata (`format`, `config`, `kind`) so `pipeline.loaders.load_model` can
 dispatch on them. The exported graph is z [B, style_dim] + truncation (scalar) -> image, with the fixed noise maps
 baked in as constants (noise_mode "fixed", as in the original IR).
 """
@@ -160,5 +160,5 @@ def openvino_generator(gen: Generator, threads: int | None = None, precision: st
 
 
 def load_onnx_generator(path: str | Path) -> OnnxRuntimeGenerator:
-    """`io.models` loader for format "onnx": the model on ONNX Runtime."""
+    """`pipeline.loaders` loader for format "onnx": the model on ONNX Runtime."""
     return OnnxRuntimeGenerator(path)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from .checkpoint import CheckpointError, read_metadata
+from ..errors import CheckpointError
+from ..io.checkpoint import read_metadata
 
 LOADERS: dict[str, str] = {
     "edgestylegan.generator.v1": "edgestylegan.io.checkpoint:load_generator",

@@ -39,6 +39,13 @@ class Paths:
         """models/quantized (stage quantize) or models/quantized_student (stage quantize_student)."""
         return self.root / "models" / ("quantized_student" if source == "student" else "quantized")
 
+    def float_onnx(self, source: str = "operating_point") -> Path: return self.quantized_dir(source) / "float.onnx"
+
+    def int8_model(self, engine: str, source: str = "operating_point") -> Path:
+        """The deployable int8 file of `quantize.engine` (the `int8` / `student-int8` variant everywhere downstream)."""
+        names = {"onnxruntime": "int8.onnx", "torch": "int8_torch.safetensors"}
+        return self.quantized_dir(source) / names[engine]
+
     # ---- distillation
     @property
     def distill_pool(self) -> Path: return self.root / "data" / "distill" / "pool.safetensors"

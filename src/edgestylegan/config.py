@@ -367,8 +367,65 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
+TRACE_ENV = "EDGESTYLEGAN_TRACE_PARAMS"
+
+
+class _TracedSection(dict):
+    """A validated section that records which keys the stage really reads (tests/test_dvc_deps.py compares them
+    with the stage's `params:` in dvc.yaml). Iterating over items or values reads every key."""
+
+    def __init__(self, section: str, values: dict, reads: set):
+        super().__init__(values)
+        self._section, self._reads = section, reads
+
+    def __getitem__(self, key):
+        self._reads.add(f"{self._section}.{key}")
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self._reads.add(f"{self._section}.{key}")
+        return super().get(key, default)
+
+    def items(self):
+        self._reads.update(f"{self._section}.{k}" for k in self.keys())
+        return super().items()
+
+    def values(self):
+        self._reads.update(f"{self._section}.{k}" for k in self.keys())
+        return super().values()
+
+    def __iter__(self):
+        self._reads.update(f"{self._section}.{k}" for k in self.keys())
+        return super().__iter__()
+
+
+_TRACE_READS: set = set()
+_TRACE_STATE = {"registered": False}
+
+
+def _write_trace() -> None:
+    import json
+    import os
+    import sys
+
+    folder = Path(os.environ[TRACE_ENV])
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "_".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)).replace("/", "_")
+    (folder / f"{name}.{os.getpid()}.json").write_text(json.dumps({"argv": sys.argv, "reads": sorted(_TRACE_READS)}))
+
+
 def load_params(path: str | Path = "params.yaml", sections: list[str] | None = None) -> dict:
-    return validate(read_yaml(path), sections if sections is not None else list(SCHEMA), str(path))
+    import os
+
+    checked = validate(read_yaml(path), sections if sections is not None else list(SCHEMA), str(path))
+    if not os.environ.get(TRACE_ENV):
+        return checked
+    import atexit
+
+    if not _TRACE_STATE["registered"]:
+        atexit.register(_write_trace)
+        _TRACE_STATE["registered"] = True
+    return {name: _TracedSection(name, values, _TRACE_READS) for name, values in checked.items()}
 
 
 def validate_file(path: str | Path = "params.yaml") -> dict:

@@ -16,12 +16,16 @@ Biases, the constant input, noise strengths and the mapping network are never pr
 """
 from __future__ import annotations
 
+import copy
+import csv
 import dataclasses
+import io
 
 import torch
 import torch.nn.utils.prune as tprune
 from torch import nn
 
+from ..models.macs import upstream_parameter_set
 from ..models.mobilestylegan import Generator, ModulatedConv2d
 
 METHODS = ("l1", "random")
@@ -116,8 +120,6 @@ def earlier_study_sparsity(gen: Generator, amount: float) -> dict:
     Returns {"this_model": {...}, "upstream_parameter_set": {...}} with sparsity over the targeted tensors and over all
     synthesis parameters (the study's denominator), each measured by really pruning a copy.
     """
-    import copy
-
     out = {}
     for key, model in (("this_model", copy.deepcopy(gen)), ("upstream_parameter_set", upstream_parameter_set(gen))):
         names = prune_generator(model, amount, "l1", "global", "edgestylegan")
@@ -126,3 +128,14 @@ def earlier_study_sparsity(gen: Generator, amount: float) -> dict:
                     "sparsity_targeted": rep["targeted"]["sparsity"], "sparsity_synthesis": rep["synthesis"]["sparsity"]}
         del model
     return out
+
+
+def layers_csv(layers: dict[str, dict]) -> str:
+    """The per-tensor table of `sparsity_report(...)["layers"]` as CSV text (tensor, params, nonzero, zeros,
+    sparsity)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["tensor", "params", "nonzero", "zeros", "sparsity"])
+    for name, row in layers.items():
+        writer.writerow([name, row["params"], row["nonzero"], row["zeros"], f"{row['sparsity']:.6f}"])
+    return buf.getvalue()

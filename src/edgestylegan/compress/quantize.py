@@ -30,8 +30,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import csv
+import io
 import json
+import logging
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -52,19 +56,29 @@ QMAX = {"x86": 127, "qnnpack": 255, "onnxruntime": 255}   # activation levels - 
 _MSE_FACTORS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.16, 0.12, 0.09, 0.06, 0.04, 0.02)
 
 
+class _QuantizerNotices(logging.Filter):
+    """Drops the INFO/WARNING records ONNX Runtime's quantizer sends to the root logger (a pre-processing hint,
+    shape inference, that does not apply to this graph); every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING or _ORT_QUANTIZER not in record.pathname
+
+
+_ORT_QUANTIZER = os.path.join("onnxruntime", "quantization", "")
+
+
 @contextlib.contextmanager
 def _quiet():
     """torch.ao quantization and quantized-tensor creation emit deprecation warnings on every call; ONNX Runtime's
-    quantizer logs a pre-processing hint (shape inference) that does not apply to this graph."""
-    import logging
-
+    quantizer logs notices. Both are silenced for the block only: other loggers and warnings are untouched."""
+    notices = _QuantizerNotices()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
+        logging.root.addFilter(notices)
         try:
             yield
         finally:
-            logging.disable(logging.NOTSET)
+            logging.root.removeFilter(notices)
 
 
 #---------------------------------------------------------------------------- sites

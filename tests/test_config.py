@@ -1,0 +1,116 @@
+"""The one params schema: params.yaml holds its defaults, and every kind of bad value is refused naming the key.
+
+The bad-input cases are generated from the schema itself (every key: wrong type, out of range, unknown option,
+bad list entry), checked in-process against the validator; a few go through real stage processes and `dvc repro`.
+"""
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from edgestylegan.config import SCHEMA, defaults, validate, validate_file
+from edgestylegan.errors import ParamsError
+from helpers import dvc_project
+
+
+def _bad_values(field):
+    """(label, value) pairs that `field` must reject."""
+    wrong_type = {"int": "seven", "float": "seven", "bool": "yes", "str": 12, "choice": 12, "list": "a,b"}
+    cases = [("wrong type", wrong_type[field.kind])]
+    if field.kind in ("int", "float"):
+        if field.low is not None:
+            cases.append(("below range", field.low if field.open_low else field.low - 1))
+        if field.high is not None:
+            cases.append(("above range", field.high if field.open_high else field.high + 1))
+        cases.append(("not finite", float("nan")))
+        if field.kind == "int":
+            cases.append(("not an integer", (field.low or 0) + 1.5))
+    if field.kind == "choice":
+        cases.append(("unknown option", "no-such-option"))
+    if field.kind == "list":
+        cases.append(("bad entry", [*(field.default or [])[:1], {"a": 1}]))
+    return cases
+
+
+CASES = [(f"{section}.{name}", label, value)
+         for section, fields in SCHEMA.items() for name, field in fields.items()
+         for label, value in _bad_values(field)]
+
+
+def test_params_yaml_holds_exactly_the_schema_defaults(root):
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    assert raw == defaults()
+    assert validate_file(root / "params.yaml") == defaults()
+
+
+def test_every_key_has_a_default():
+    for section, fields in SCHEMA.items():
+        for name, field in fields.items():
+            assert field.default is not None, f"{section}.{name} has no default"
+
+
+@pytest.mark.parametrize("key,label,value", CASES, ids=[f"{k}-{lbl}" for k, lbl, _ in CASES])
+def test_bad_value_is_refused_naming_the_key(key, label, value):
+    section, name = key.split(".")
+    params = defaults()
+    params[section][name] = value
+    with pytest.raises(ParamsError) as error:
+        validate(params, [section])
+    assert key in str(error.value), f"{label}: message does not name {key}: {error.value}"
+
+
+@pytest.mark.parametrize("section", list(SCHEMA))
+def test_unknown_key_in_every_section_is_refused(section):
+    params = defaults()
+    params[section]["no_such_key"] = 1
+    with pytest.raises(ParamsError, match=f"{section}.no_such_key"):
+        validate(params, [section])
+
+
+def test_duplicate_sweep_entries_and_unknown_sections_are_refused(tmp_path):
+    params = defaults()
+    params["prune"]["amounts"] = [0.2, 0.2]
+    with pytest.raises(ParamsError, match="prune.amounts has duplicates"):
+        validate(params, ["prune"])
+    params = defaults()
+    params["prunning"] = {"amount": 0.5}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match="unknown section.*prunning"):
+        validate_file(path)
+
+
+def _stage(root, tmp_path, script, params, *args):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return subprocess.run([sys.executable, str(root / "stages" / script), "--params", str(path), *args],
+                          cwd=tmp_path, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("edit,key", [
+    (lambda p: p["prune"].update(amout=0.6), "prune.amout"),
+    (lambda p: p.update(prunning={"amount": 0.6}), "prunning"),
+    (lambda p: p["eval"].update(num_samples=-3), "eval.num_samples"),
+    (lambda p: p["quantize"].update(engine="tensorrt"), "quantize.engine"),
+])
+def test_check_params_stage_exits_2_naming_the_key_and_writes_nothing(root, tmp_path, edit, key):
+    params = copy.deepcopy(defaults())
+    edit(params)
+    result = _stage(root, tmp_path, "check_params.py", params, "--root", str(tmp_path))
+    assert result.returncode == 2
+    assert key in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.slow
+def test_dvc_repro_stops_on_a_typo_before_any_stage_runs(tmp_path, root, venv_env):
+    dvc_project(tmp_path, root, venv_env, {})
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["prune"]["amout"] = 0.6
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = subprocess.run(["dvc", "repro"], cwd=tmp_path, env=venv_env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "prune.amout" in result.stdout + result.stderr
+    assert not (tmp_path / "models").exists() and not (tmp_path / "dvc.lock").exists()

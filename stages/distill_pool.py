@@ -4,30 +4,21 @@ Resumable: finished chunks are kept under data/cache/distill/pool/ until the poo
 """
 import argparse
 
-import torch
-
 from edgestylegan.cli import entry_point
-from edgestylegan.distill.run import CACHE_DIR, POOL_PATH, TEACHER_PATH, pool_spec, teacher_from_params
-from edgestylegan.distill.targets import build_pool
-from edgestylegan.config import load_params
+from edgestylegan.pipeline.distill_pool import run_distill_pool
 
 
 @entry_point
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--teacher", default=str(TEACHER_PATH))
-    parser.add_argument("--out", default=str(POOL_PATH))
+    parser.add_argument("--root", default=".", help="project root (artifact layout: edgestylegan.paths)")
     args = parser.parse_args()
-    p = load_params(args.params, ["student", "distill"])
-    student, d = p["student"], p["distill"]
-
-    teacher = teacher_from_params(d, args.teacher)
-    spec = pool_spec(student, d, teacher)
-    device = "cuda" if d["device"] == "cuda" or (d["device"] == "auto" and torch.cuda.is_available()) else "cpu"
-    pool = build_pool(teacher, spec, args.out, CACHE_DIR / "pool", d["teacher_runtime"], device)
+    pool = run_distill_pool(args.params, args.root)
+    parity = pool.meta["parity"]
     print(f"pool: {len(pool.train_z)} training + {len(pool.val_z)} held-out teacher images at "
-          f"{spec.resolution} px ({pool.meta['runtime']}) -> {args.out}")
+          f"{pool.meta['spec']['resolution']} px ({parity['runtime']}"
+          + (f"; {parity['fallback_reason']}" if parity["fallback_reason"] else "") + ")")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Distillation engine: tiny teacher -> tiny student on CPU, resume after interruption, pool, losses, stage kill."""
+import dataclasses
 import math
 import os
 import signal
@@ -11,18 +12,19 @@ import pytest
 import torch
 import yaml
 
-from edgestylegan.errors import UserError
+from edgestylegan.artifacts.distill import DistillRecord
+from edgestylegan.config import SCHEMA, ParamsError, defaults, validate
 from edgestylegan.distill.augment import diff_augment, parse_policy
 from edgestylegan.distill.losses import PerceptualLoss, image_pyramid, pyramid_loss, r1_penalty
-from edgestylegan.distill.students import build_student, export_student, tame_new_modulations
-from edgestylegan.distill.targets import PoolBatches, PoolSpec, build_pool, load_pool
+from edgestylegan.distill.students import build_student, export_student, psnr, tame_new_modulations
+from edgestylegan.distill.targets import PoolBatches, PoolSpec, TeacherRenderer, build_pool, latents, load_pool
 from edgestylegan.distill.teachers import Teacher
-from edgestylegan.distill.trainer import TrainConfig, train
+from edgestylegan.distill.trainer import NOT_TRAINING, TrainConfig, train
+from edgestylegan.errors import UserError
 from edgestylegan.io.checkpoint import load_generator, save_generator
 from edgestylegan.models.discriminator import Discriminator
 from edgestylegan.models.mobilestylegan import Generator, GeneratorConfig
 from edgestylegan.models.wavelets import dwt_haar
-from edgestylegan.config import ParamsError, validate
 
 STYLE_DIM = 32
 TEACHER_CONFIG = GeneratorConfig(style_dim=STYLE_DIM, mapping_layers=2, resolution=64, channels=(32, 32, 32, 32, 16))
@@ -55,9 +57,37 @@ def tiny_setup(tmp_path_factory):
 
 
 def _config(**kw) -> TrainConfig:
+    """The schema's distill defaults with a tiny run's overrides, validated as a stage would."""
     base = dict(steps=120, batch_size=4, lr=3e-3, lr_pretrained=3e-3, sample_every=1000, checkpoint_every=1000,
                 head_init="random")
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_params(validate({"distill": {**base, **kw}}, ["distill"])["distill"])
+
+
+def test_train_config_takes_every_training_key_from_the_schema():
+    d = defaults()["distill"]
+    cfg = TrainConfig.from_params(d)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert fields | set(NOT_TRAINING) == set(SCHEMA["distill"]) and not fields & set(NOT_TRAINING)
+    assert all(getattr(cfg, name) == d[name] for name in fields)
+    assert TrainConfig.from_params({**d, "steps": 7}).steps == 7
+    with pytest.raises(KeyError, match="new_knob"):  # A schema key nobody placed is not dropped silently.
+        TrainConfig.from_params({**d, "new_knob": 1})
+    with pytest.raises(KeyError, match="lr_schedule"):
+        TrainConfig.from_params({k: v for k, v in d.items() if k != "lr_schedule"})
+
+
+def test_psnr_closed_form():
+    # Images in [-1, 1], peak-to-peak 2: an error of exactly +-s at every pixel gives MSE s^2, PSNR 20 log10(2 / s).
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(3, 3, 16, 16, generator=g) - 0.5
+    signs = torch.randint(0, 2, target.shape, generator=g) * 2.0 - 1
+    for s in (0.5, 0.1, 0.01):
+        expected = 20 * math.log10(2 / s)
+        assert torch.allclose(psnr(target + s * signs, target), torch.full((3,), expected), atol=1e-3), s
+    # Out-of-range predictions are clamped to [-1, 1] first: pred = 3 scores as pred = 1.
+    per_image = ((1 - target.double()) ** 2).flatten(1).mean(1)
+    assert torch.allclose(psnr(torch.full_like(target, 3.0), target).double(), 10 * torch.log10(4 / per_image),
+                          atol=1e-4)
 
 
 def test_tiny_student_halves_pixel_loss_in_120_steps(tiny_setup, tmp_path):
@@ -70,7 +100,8 @@ def test_tiny_student_halves_pixel_loss_in_120_steps(tiny_setup, tmp_path):
     pixel = [r["train/l1"] + r["train/l2"] for r in result.history if "train/l1" in r]
     first, last = sum(pixel[:5]) / 5, sum(pixel[-5:]) / 5
     assert last <= 0.5 * first, (first, last)
-    assert result.val["psnr_db"] > 0 and math.isfinite(result.val["psnr_db"])
+    at_init = result.history[0]
+    assert at_init["step"] == 0 and result.val["psnr_db"] > at_init["val/psnr_db"] + 10, (at_init, result.val)
 
 
 def test_trunk_init_copies_teacher_and_export_round_trips(tiny_setup, tmp_path):
@@ -136,6 +167,37 @@ def test_resume_continues_exactly(tiny_setup, tmp_path):
     third = train(other, pre, PoolBatches(pool, 0), val, cfg, tmp_path / "b.pt", "other-fp", progress=False,
                   stop_after=1)
     assert third.resumed_from == 0
+
+
+def test_unreadable_resume_file_starts_fresh(tiny_setup, tmp_path):
+    teacher, pool, _ = tiny_setup
+    resume = tmp_path / "resume.pt"
+    resume.write_bytes(b"\x80\x02 half a checkpoint")  # e.g. the disk filled up during a save
+    student, pretrained = build_student(STUDENT_CONFIG, teacher.model, "teacher")
+    result = train(student, pretrained, PoolBatches(pool, 0), (pool.val_z, pool.val_images), _config(steps=3),
+                   resume, "fp", progress=False, stop_after=1)
+    assert result.resumed_from == 0 and torch.load(resume, weights_only=True)["step"] == 1
+
+
+@pytest.mark.slow
+def test_openvino_teacher_renderer_follows_the_parity_policy():
+    from edgestylegan.io.ir_reader import load_random_face_generator
+
+    gen = load_random_face_generator().requires_grad_(False)
+    teacher = Teacher("mobilestylegan", gen, "r" * 64, "random-face", {"source": "random-face IR"})
+    with torch.no_grad():
+        w = gen.style(latents(1, 0, gen.style_dim), 1.0)
+    ok = TeacherRenderer(teacher, 256, "auto", "cpu", w)
+    assert ok.runtime == "openvino" and ok.parity.fallback_reason is None
+    assert 0 < ok.parity.max_abs <= ok.parity.tolerance
+    # Same measurement, a tolerance below it: auto falls back to PyTorch and says why; asked-for OpenVINO fails.
+    strict = ok.parity.max_abs / 2
+    fallback = TeacherRenderer(teacher, 256, "auto", "cpu", w, parity_tol=strict)
+    assert fallback.runtime == "torch" and fallback.parity.max_abs == ok.parity.max_abs
+    assert "differs from torch" in fallback.parity.fallback_reason
+    assert torch.equal(fallback.render(w), ok._torch(w))
+    with pytest.raises(UserError, match="distill.teacher_runtime = openvino was asked for explicitly"):
+        TeacherRenderer(teacher, 256, "openvino", "cpu", w, parity_tol=strict)
 
 
 def test_pool_reuses_finished_chunks(tiny_setup, tmp_path):
@@ -246,8 +308,10 @@ def test_stage_resumes_after_sigkill(tmp_path, root, venv_env):
     assert "resuming from" in out.stdout + out.stderr
     assert (tmp_path / "models" / "student.safetensors").is_file()
     assert not resume.exists()  # Removed once the student is written.
-    metrics = yaml.safe_load((tmp_path / "metrics" / "distill.json").read_text())
-    assert metrics["train"]["resumed_from"] >= saved_step and metrics["train"]["steps"] == 150
+    record = DistillRecord.read(tmp_path / "metrics" / "distill.json")
+    assert record.train["resumed_from"] >= saved_step and record.train["steps"] == 150
+    assert record.renderer_parity == load_pool(tmp_path / "data" / "distill" / "pool.safetensors").meta["parity"]
+    assert record.renderer_parity["runtime"] == "torch" and record.renderer_parity["max_abs"] is None
 
 
 def test_frozen_trunk_trains_only_the_final_head_on_cached_features(tiny_setup, tmp_path):

@@ -40,7 +40,32 @@ def test_enl0_openvino_matches_pytorch():
     ref = feat.extract_features(images, "enl0", batch_size=4, runtime="torch")
     ov = feat.extract_features(images, "enl0", batch_size=4, runtime="openvino")
     assert feat.get_extractor("enl0", None, "openvino", 4).runtime == "openvino-cpu-f32"
+    record = feat.feature_parity("enl0", "openvino", 4)
+    assert record.fallback_reason is None and record.max_abs <= record.tolerance
     torch.testing.assert_close(ov, ref, atol=1e-3, rtol=1e-3)
+
+
+@pytest.fixture
+def perturbed_openvino(monkeypatch):
+    """OpenVINO's ENL0 replaced by PyTorch's trunk plus 0.01: a runtime that compiles but does not match."""
+    def compile_perturbed(module, example):
+        return lambda x: [module(torch.from_numpy(x)).detach().numpy() + 0.01]
+
+    monkeypatch.setattr(feat, "openvino_module", compile_perturbed)
+    feat.get_extractor.cache_clear()
+    yield
+    feat.get_extractor.cache_clear()
+
+
+def test_enl0_parity_falls_back_under_auto_and_fails_when_openvino_was_asked_for(perturbed_openvino):
+    images = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    auto = feat.extract_features(images, "enl0", batch_size=4, runtime="auto")
+    record = feat.feature_parity("enl0", "auto", 4)
+    assert record.runtime == "pytorch" and record.requested == "auto"
+    assert record.max_abs == pytest.approx(0.01, rel=1e-3) and "EfficientNet-Lite0" in record.fallback_reason
+    torch.testing.assert_close(auto, feat.extract_features(images, "enl0", batch_size=4, runtime="torch"))
+    with pytest.raises(UserError, match="eval.runtime = openvino was asked for explicitly"):
+        feat.extract_features(images, "enl0", batch_size=4, runtime="openvino")
 
 
 def test_unknown_space_is_a_user_error():

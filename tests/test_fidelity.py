@@ -1,4 +1,5 @@
-"""Metric code on tiny inputs: identical sets give FD ~ 0 and infinite PSNR (handled), shifted sets give FD > 0."""
+"""Metric code on tiny inputs, against closed forms: FD of a set with itself ~ 0 and of an affine copy as for
+Gaussians, precision / recall 1 against itself and 0 against a far-away set, PSNR of a one-level offset."""
 import math
 
 import numpy as np
@@ -29,6 +30,16 @@ def test_fd_of_identical_sets_is_zero_and_of_a_mean_shift_is_its_squared_norm():
     assert frechet_distance(f, f + shift) == pytest.approx(float(shift.square().sum()), rel=1e-4)
 
 
+def test_fd_of_an_affine_copy_matches_the_gaussian_closed_form():
+    # b = s a + t has mean s mu + t and covariance s^2 S, so FD = |(s - 1) mu + t|^2 + (1 - s)^2 tr(S).
+    f = _features(n=200, d=8, seed=3)
+    s, t = 1.5, torch.linspace(-1, 1, 8)
+    stats = feature_statistics(f)
+    expected = float(np.sum(((s - 1) * stats["mu"] + t.numpy()) ** 2) + (1 - s) ** 2 * np.trace(stats["sigma"]))
+    assert frechet_distance(f, s * f + t) == pytest.approx(expected, rel=1e-4)
+    assert expected > float(t.square().sum())   # The scale's covariance term is seen, not only the mean shift.
+
+
 def test_fd_and_kid_on_tiny_images_through_enl0():
     images = _tiny_images()
     shifted = (images.int() + 60).clamp(0, 255).to(torch.uint8)
@@ -52,13 +63,24 @@ def test_distribution_metrics_are_named_by_space():
     out = distribution_metrics(a, b, fd_key="fd_enl0", kid_key="kid_enl0", suffix="enl0", kid_subsets=5,
                                kid_subset_size=16, seed=0, with_precision_recall=True)
     assert set(out) == {"fd_enl0", "kid_enl0", "precision_enl0", "recall_enl0"}
-    assert set(out["kid_enl0"]) == {"mean", "std"} and 0 <= out["precision_enl0"] <= 1
+    assert set(out["kid_enl0"]) == {"mean", "std"}
+    assert out["fd_enl0"] == pytest.approx(frechet_distance(a, b))
+
+
+def test_precision_recall_of_a_set_against_itself_and_a_far_away_set():
+    a = _features(seed=1)
+    kw = dict(fd_key="fd", kid_key="kid", suffix="x", kid_subsets=5, kid_subset_size=16, seed=0,
+              with_precision_recall=True)
+    same = distribution_metrics(a, a.clone(), **kw)
+    assert same["precision_x"] == 1.0 and same["recall_x"] == 1.0
+    far = distribution_metrics(a, _features(seed=2) + 100.0, **kw)   # k-NN radii are ~5; the sets are 400 apart.
+    assert far["precision_x"] == 0.0 and far["recall_x"] == 0.0
 
 
 def test_paired_fidelity_identical_sets_handle_infinite_psnr():
     images = _tiny_images(n=4)
     out = paired_fidelity(images, images)
-    assert "psnr_db" not in out and out["identical_images"] == 4
+    assert out["psnr_db"] is None and out["identical_images"] == 4
     assert out["ssim"] == pytest.approx(1.0) and out["mse"] == 0.0
 
 

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from edgestylegan.io.ir_reader import IRFormatError, load_random_face_generator, random_face_data_dir, read_ir_constants
+from edgestylegan.io.ir_reader import (NOISE_PORTS, IRFormatError, load_random_face_generator, random_face_data_dir,
+                                       read_ir_constants)
 
-TEACHER_SYNTHESIS_PARAMS = 7_306_395  # upstream 8,852,079 minus the 1,545,684 head params the export dropped
-UPSTREAM_PARAMS = 8_852_079
+UPSTREAM_PARAMS = 8_852_079   # MobileStyleGAN's published synthesis parameter count (all frequency heads)
 
 
 def _write_ir(tmp_path, name, shape, values):
@@ -59,9 +59,14 @@ def test_real_ir_fills_the_teacher():
     consts = read_ir_constants(random_face_data_dir() / "SynthesisNetwork.xml")
     assert consts["m.layers.0.conv1.conv.weight_permute"].shape == (512, 128, 1, 1)
     gen = load_random_face_generator()
-    assert sum(p.numel() for p in gen.synthesis.parameters()) == TEACHER_SYNTHESIS_PARAMS
+    # Every synthesis parameter comes from the IR: its PyTorch-named constants ("m.*"), plus one noise strength per
+    # folded noise constant (the unit-std map is a buffer).
+    from_ir = sum(int(np.prod(a.shape)) for name, a in consts.items() if name.startswith("m.")) + len(NOISE_PORTS)
+    assert sum(p.numel() for p in gen.synthesis.parameters()) == from_ir
     assert sum(p.numel() for p in gen.mapping.parameters()) == 8 * (512 * 512 + 512)
-    assert gen.synthesis.blocks[4].conv1.noise.noise_strength.item() == pytest.approx(0.2512, abs=1e-3)
+    noise = gen.synthesis.blocks[4].conv1.noise   # strength x map reproduces the IR's folded constant
+    folded = consts[NOISE_PORTS["blocks.4.conv1"]].reshape(noise.noise_map.shape)
+    np.testing.assert_allclose((noise.noise_strength * noise.noise_map).detach().numpy(), folded, rtol=1e-5, atol=1e-7)
 
 
 def test_all_heads_model_has_the_upstream_parameter_count():

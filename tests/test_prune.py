@@ -1,17 +1,20 @@
 """Pruning: target sets, global/layer L1 and random, the earlier study's sparsity arithmetic, the prune stage."""
 import copy
-import json
+import csv
 
 import pytest
 import torch
 import yaml
 
-from edgestylegan.models.macs import upstream_parameter_set
+from edgestylegan.artifacts.prune import SCOPES, PruneRecord
 from edgestylegan.compress.prune import earlier_study_sparsity, prune_generator, select_targets, sparsity_report
 from edgestylegan.compress.sparse import load_sparse_generator
 from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.metrics.accounting import state_dicts_equal
+from edgestylegan.models.macs import upstream_parameter_set
 from edgestylegan.models.mobilestylegan import Generator, GeneratorConfig
+from edgestylegan.paths import Paths
+from edgestylegan.pipeline.prune import run_prune
 from helpers import run_stage
 
 STUDY = {0.2: 16.63, 0.4: 33.26, 0.6: 49.88, 0.8: 66.51}   # EdgeStyleGAN slides, % of all synthesis parameters
@@ -105,18 +108,47 @@ def _project(tmp_path, tiny_generator, **prune):
     return tmp_path
 
 
-def test_prune_stage_outputs(root, tmp_path, monkeypatch, tiny_generator):
+def test_prune_outputs_describe_the_stored_model(tmp_path, tiny_generator):
+    project = _project(tmp_path, tiny_generator)
+    returned = run_prune(0.6, project / "params.yaml", project)
+    paths = Paths(project)
+    record = PruneRecord.read(paths.prune_metrics(0.6))
+    assert record == returned and set(record.sparsity) == set(SCOPES)
+    assert "bytes" not in record.to_dict() and "params" not in record.to_dict()   # the account stage's quantities
+    # The stored file is exactly the base pruned with the params, and the record's sparsities are the file's.
+    expected = copy.deepcopy(tiny_generator)
+    names = prune_generator(expected, 0.6, "l1", "global", "all", 0)
+    stored = load_sparse_generator(paths.pruned_model(0.6))
+    assert state_dicts_equal(stored.state_dict(), expected.state_dict())
+    report = sparsity_report(stored, names)
+    assert record.sparsity == {scope: report[scope]["sparsity"] for scope in SCOPES}
+    assert record.sparsity["targeted"] == pytest.approx(0.6, abs=1e-4)
+    rows = list(csv.DictReader(paths.prune_layers(0.6).read_text().splitlines()))
+    assert [r["tensor"] for r in rows] == names
+    assert sum(int(r["zeros"]) for r in rows) / sum(int(r["params"]) for r in rows) == \
+        pytest.approx(record.sparsity["targeted"])
+    assert set(record.earlier_study_recipe) == {"this_model", "upstream_parameter_set"}
+
+
+def test_prune_stage_rejects_bad_amount_and_missing_base_without_output(root, tmp_path, monkeypatch, capsys,
+                                                                       tiny_generator):
     project = _project(tmp_path, tiny_generator)
     monkeypatch.chdir(project)
-    assert run_stage(root, "prune", "--amount", "0.6") == 0
-    model = project / "models/pruned/0.6.safetensors"
-    metrics = json.loads((project / "metrics/prune/0.6.json").read_text())
-    assert metrics["sparsity"]["targeted"] == pytest.approx(0.6, abs=1e-4)
-    assert metrics["bytes"]["sparse"] == model.stat().st_size < metrics["bytes"]["dense_fp32"]
-    pruned = load_sparse_generator(model)
-    assert sparsity_report(pruned, list(select_targets(pruned, "all")))["targeted"]["sparsity"] == \
-        pytest.approx(0.6, abs=1e-4)
-    assert (project / "reports/prune/0.6_layers.csv").read_text().startswith("tensor,params,nonzero")
+    assert run_stage(root, "prune", "--amount", "0.4") == 2
+    assert "--amount 0.4 is not one of prune.amounts" in capsys.readouterr().err
+    (project / "models/teacher.safetensors").unlink()
+    assert run_stage(root, "prune", "--amount", "0.6") == 2
+    assert "run `dvc repro fetch_teacher`" in capsys.readouterr().err
+    assert sorted(p.name for p in project.rglob("*")) == ["models", "params.yaml"]
+
+
+def test_prune_stage_writes_the_outputs(root, tmp_path, monkeypatch, tiny_generator):
+    project = _project(tmp_path, tiny_generator)
+    monkeypatch.chdir(project)
+    assert run_stage(root, "prune", "--amount", "0.2") == 0
+    assert sorted(str(p.relative_to(project)) for p in project.rglob("*") if p.is_file()) == [
+        "metrics/prune/0.2.json", "models/pruned/0.2.safetensors", "models/teacher.safetensors", "params.yaml",
+        "reports/prune/0.2_layers.csv"]
 
 
 @pytest.mark.parametrize("bad, message", [

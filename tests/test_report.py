@@ -1,140 +1,201 @@
-"""Report generation from small fake metrics files (the report is a pure function of them)."""
+"""The report from real artifacts: prune, quantize and account run on tiny models in a temp project; the teacher,
+distillation and evaluation records are written through their artifact classes. Report cells are compared with
+values derived from the files themselves, formatted as the report formats them."""
 import csv
-import importlib.util
-import json
+import shutil
 
 import pytest
 import torch
 import yaml
 
+from edgestylegan.artifacts.distill import DistillRecord
+from edgestylegan.artifacts.evaluation import EvalInfo, EvalRecord
+from edgestylegan.artifacts.quantize import QuantizeRecord
+from edgestylegan.artifacts.teacher import TeacherRecord
 from edgestylegan.errors import UserError
 from edgestylegan.imaging import grid, save_png
-from edgestylegan.report.build import build_report
-from edgestylegan.report.collect import Variant, amount_id, variants_from_params
+from edgestylegan.io.checkpoint import save_generator
+from edgestylegan.models.mobilestylegan import Generator, GeneratorConfig
+from edgestylegan.paths import Paths
+from edgestylegan.pipeline.account import run_account
+from edgestylegan.pipeline.loaders import load_model
+from edgestylegan.pipeline.prune import run_prune
+from edgestylegan.pipeline.quantize import run_quantize
+from edgestylegan.pipeline.report import run_report
+from edgestylegan.report.collect import variants_from_params
+from helpers import run_stage
 
-EVAL = dict(seed=100, reference_seed=1000, num_samples=64, truncation=1.0, resolution=32, batch_size=4,
-            feature_batch_size=8, runtime="torch", parity_tolerance=2e-3, feature_spaces=["enl0"],
-            inception_weights="", reference="teacher", kid_subsets=10, kid_subset_size=32, precision_recall=True,
-            strip_columns=4)
-REPORT = dict(variants=["teacher", "pruned", "int8", "student"], grid_columns=3)
-AMOUNTS = [0.2, 0.6]
-
-
-def _write(path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
-
-
-def fake_project(root, amounts=AMOUNTS, with_size=True):
-    variants = variants_from_params(REPORT["variants"], amounts)
-    floor = {"fd_enl0": 40.0, "kid_enl0": {"mean": 0.0005, "std": 0.001}, "precision_enl0": 0.8, "recall_enl0": 0.8}
-    spaces = {"enl0": {"label": "EfficientNet-Lite0 ImageNet, 1280-d", "dim": 1280, "fd_key": "fd_enl0",
-                       "kid_key": "kid_enl0"}}
-    for i, v in enumerate(variants):
-        is_teacher = v.kind == "teacher"
-        res = 16 if v.kind == "student" else 32
-        paired = ({"ssim": 1.0, "mse": 0.0, "identical_images": 64} if is_teacher else
-                  {"ssim": 0.9 - 0.1 * i, "mse": 10.0 * i, "identical_images": 0, "psnr_db": 35.0 - 3 * i})
-        _write(root / "metrics/eval" / f"{v.id}.json",
-               {"n": 64, "resolution": res, "native_resolution": res if v.kind == "student" else 1024,
-                "fd_enl0": 40.0 + 10 * i, "kid_enl0": {"mean": 0.0005 + 0.002 * i, "std": 0.001},
-                "precision_enl0": 0.8, "recall_enl0": 0.8 - 0.05 * i, "noise_floor": floor, "paired": paired})
-        _write(root / "reports/eval" / f"{v.id}.json",
-               {"variant": v.id, "resolution": res, "feature_spaces": spaces, "kid": "10 subsets of 32",
-                "inception_weights": "not found (test)", "generation": {"runtime": "openvino-cpu-f32",
-                                                                         "images_per_s": 3.0, "parity_max_abs": 1e-5},
-                "feature_images_per_s": 60.0})
-        strip = torch.full((4, 3, res, res), 40 * i, dtype=torch.uint8)
-        save_png(grid(strip, columns=4), root / "reports/eval" / f"{v.id}.png")
-    for a in amounts:
-        tag = amount_id(a)
-        _write(root / "metrics/prune" / f"{tag}.json",
-               {"amount": a, "sparsity": {"targeted": a, "synthesis": 0.9 * a, "generator": 0.7 * a},
-                "params": {"generator": {"params": 9_407_643, "nonzero": int(9_407_643 * (1 - 0.7 * a))}},
-                "bytes": {"dense_fp32": 40_444_468, "sparse": int(40_444_468 * (1 - 0.6 * a))},
-                "earlier_study_recipe": {"upstream_parameter_set": {"sparsity_synthesis": 0.8314 * a}}})
-        (root / "reports/prune").mkdir(parents=True, exist_ok=True)
-        with open(root / "reports/prune" / f"{tag}_layers.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["tensor", "params", "nonzero", "zeros", "sparsity"])
-            for j in range(5):
-                w.writerow([f"synthesis.blocks.{j}.conv1.conv.pointwise.weight", 100, 50, 50, a * (0.5 + 0.2 * j)])
-    if with_size:   # The account stage's layout (stages/account.py).
-        gen = {"generator": {"params": 9_407_643, "nonzero": 9_000_000}}
-        size = {"teacher": {"params": gen, "bytes": {"file": {"bytes": 40_444_564}, "dense_fp32": 40_444_564},
-                            "macs": {"gmac": 15.0}, "latency_ms": {"torch_fp32": 900.0, "openvino_fp32": 300.0}},
-                "macs": {"gmac": 15.0},
-                "pruned": {amount_id(a): {"params": gen, "macs": {"gmac": 15.0},
-                                          "bytes": {"sparse": int(40e6 * (1 - 0.6 * a)), "dense_fp32": 40_444_468}}
-                           for a in amounts},
-                "int8": {"default_engine_is_onnxruntime": 1, "params": gen,
-                         "bytes": {"int8_onnx": {"bytes": 11_000_000}, "int8_torch": {"bytes": 12_000_000}},
-                         "latency_ms": {"onnxruntime_int8": 500.0, "openvino_int8": 250.0}},
-                "student": {"params": gen, "bytes": {"file": {"bytes": 30_000_000}}, "macs": {"gmac": 2.0},
-                            "latency_ms": {"torch_fp32": 90.0}}}
-        _write(root / "metrics/size.json", size)
-    return variants
+TEACHER = GeneratorConfig(style_dim=32, mapping_layers=2, resolution=32, channels=(32, 32, 32, 16))
+STUDENT = GeneratorConfig(style_dim=32, mapping_layers=2, resolution=16, channels=(32, 16))
+VARIANTS = ["teacher", "pruned-0.5", "int8", "student", "student-int8"]
+RUNTIME = {"teacher": "openvino-cpu-f32", "pruned-0.5": "openvino-cpu-f32", "int8": "onnxruntime-cpu",
+           "student": "pytorch-cpu", "student-int8": "onnxruntime-cpu"}
+SPACES = {"enl0": {"label": "EfficientNet-Lite0 ImageNet, 1280-d", "dim": 1280, "fd_key": "fd_enl0",
+                   "kid_key": "kid_enl0"}}
 
 
-def test_variants_follow_params_not_folders():
+def _parity(what, runtime, reason=None):
+    return {"what": what, "requested": "auto", "runtime": runtime, "max_abs": 1e-5 if "openvino" in runtime else None,
+            "tolerance": 2e-3, "fallback_reason": reason}
+
+
+def _eval_records(paths: Paths, variant: str, i: int, n: int):
+    res = 16 if variant.startswith("student") else 32
+    scores = {"fd_enl0": 40.0 + 7 * i, "kid_enl0": {"mean": 1e-3 * i, "std": 1e-4}, "precision_enl0": 0.8,
+              "recall_enl0": 0.7}
+    floor = {"fd_enl0": 40.0, "kid_enl0": {"mean": 1e-4, "std": 1e-4}, "precision_enl0": 0.8, "recall_enl0": 0.8}
+    paired = ({"ssim": 1.0, "mse": 0.0, "identical_images": n, "psnr_db": None} if variant == "teacher" else
+              {"ssim": 0.9 - 0.05 * i, "mse": 2.0 * i, "identical_images": 0, "psnr_db": 40.0 - 2 * i})
+    EvalRecord(n=n, resolution=res, native_resolution=res, scores=scores, noise_floor=floor,
+               paired=paired).write(paths.eval_metrics(variant))
+    EvalInfo(variant=variant, model="model", model_sha256="0" * 64, is_teacher=variant == "teacher",
+             seeds="100..163", reference="teacher", reference_stats=None, truncation=1.0, feature_spaces=SPACES,
+             kid="10 subsets of 32", generation={"seconds": 2.0, "images_per_s": 32.0, "batch_size": 4,
+                                                 "resolution": res, "native_resolution": res},
+             generation_parity=_parity("evaluation generator", RUNTIME[variant]),
+             feature_parity={"enl0": _parity("EfficientNet-Lite0 features", "openvino-cpu-f32")},
+             feature_seconds=1.0, feature_images_per_s=64.0, seconds={"load": 1.0, "generate_and_features": 3.0,
+                                                                      "metrics": 1.0},
+             inception_weights="not found (test)").write(paths.eval_info(variant))
+    save_png(grid(torch.full((4, 3, res, res), 40 * i, dtype=torch.uint8), columns=4), paths.eval_strip(variant))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, root):
+    tmp = tmp_path_factory.mktemp("report")
+    paths = Paths(tmp)
+    for name, config in (("teacher", TEACHER), ("student", STUDENT)):
+        torch.manual_seed(0)
+        gen = Generator(config).eval()
+        gen.estimate_w_avg(64, 0)
+        save_generator(gen, paths.base_model(name))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["prune"].update(amounts=[0.5], amount=0.5, scope="global")
+    params["quantize"].update(calibration_samples=8, fidelity_seeds=[0], min_psnr=0.0)
+    params["account"].update(runtimes=["torch_fp32", "onnxruntime_fp32", "onnxruntime_int8"], latency_repeats=1,
+                             latency_warmup=0, threads=1)
+    params["eval"].update(num_samples=64, reference_seed=1000, seed=100, kid_subset_size=32, strip_columns=4)
+    params["report"].update(grid_columns=3)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    args = (tmp / "params.yaml", tmp)
+    run_prune(0.5, *args)
+    run_quantize("operating_point", *args)
+    run_quantize("student", *args)
+    for i, v in enumerate(VARIANTS):
+        run_account(v, *args, progress=False)
+        _eval_records(paths, v, i, params["eval"]["num_samples"])
+    TeacherRecord(params={"mapping": 2112, "synthesis": 20433}, resolution=32,
+                  parity={"max_abs": 1.5e-4, "mean_abs": 2.5e-6, "mapping_max_abs": 3e-7,
+                          "openvino_vs_float64_max_abs": 1.2e-4, "num_latents": 2, "truncation": 0.7,
+                          "tolerance": 2e-4}).write(paths.teacher_metrics)
+    DistillRecord(val={"psnr_db": 27.25, "psnr_db_min": 24.5, "l1": 0.05, "l2": 0.004, "num_latents": 16,
+                       "truncation": 1.0},
+                  train={"steps": 600, "seconds": 321.0, "resumed_from": 0, "loss_total_first": 0.875,
+                         "loss_total_last": 0.125, "pool_size": 512},
+                  student={"resolution": 16, "params_synthesis": 5000}, val_at_init={"psnr_db": 21.5},
+                  renderer_parity=_parity("teacher renderer", "openvino-cpu-f32")).write(paths.distill_metrics)
+    return tmp, paths
+
+
+def _table(md: str, section: str) -> list[dict]:
+    """The first markdown table after `## section`, as dicts keyed by its header."""
+    lines = md.split(f"## {section}\n", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return [dict(zip(rows[0], r)) for r in rows[2:]]
+
+
+@pytest.fixture(scope="module")
+def report(project):
+    tmp, paths = project
+    captions = run_report(tmp / "params.yaml", tmp)
+    return captions, (paths.reports / "report.md").read_text()
+
+
+def test_variant_rows_hold_the_measured_files(project, report):
+    tmp, paths = project
+    _, md = report
+    rows = {r["variant"].removesuffix(" (noise floor)"): r for r in _table(md, "All variants")}
+    assert list(rows) == VARIANTS
+    files = {"teacher": paths.teacher_model, "pruned-0.5": paths.pruned_model(0.5),
+             "int8": paths.int8_model("onnxruntime"), "student": paths.student_model,
+             "student-int8": paths.int8_model("onnxruntime", "student")}
+    for variant, file in files.items():
+        assert rows[variant]["on disk"] == f"{file.stat().st_size / 1e6:.2f} MB"
+    teacher = load_model(paths.teacher_model)
+    assert rows["teacher"]["params"] == f"{sum(p.numel() for p in teacher.parameters()):,}"
+    pruned = load_model(paths.pruned_model(0.5))
+    assert rows["pruned-0.5"]["non-zeros"] == f"{sum(int((p != 0).sum()) for p in pruned.parameters()):,}"
+    assert rows["int8"]["non-zeros"] == rows["pruned-0.5"]["non-zeros"]   # The operating point it quantizes.
+    size = paths.size_metrics("int8").read_text()
+    assert "onnxruntime_int8" in size and rows["int8"]["latency ms (runtime)"].endswith("(onnxruntime_int8)")
+    assert rows["teacher"]["PSNR dB"] == "∞ (identical)"
+    with open(paths.reports / "metrics.csv") as f:
+        csv_rows = {r["variant"]: r for r in csv.DictReader(f)}
+    assert list(csv_rows) == VARIANTS
+    assert int(csv_rows["int8"]["bytes"]) == files["int8"].stat().st_size
+
+
+def test_new_sections_show_the_records(project, report):
+    tmp, paths = project
+    captions, md = report
+    assert all(ok for ok, _ in captions.values()), captions
+    q = QuantizeRecord.read(paths.quantize_metrics())
+    fidelity = {(r["variant"], r["runtime"]): r for r in _table(md, "int8 fidelity per engine")}
+    assert set(fidelity) == {(v, rt) for v in ("int8", "student-int8") for rt in q.psnr_db}
+    for runtime, mean in q.psnr_db.items():
+        assert fidelity[("int8", runtime)]["PSNR mean dB"] == f"{mean:.2f}"
+        assert fidelity[("int8", runtime)]["PSNR min dB"] == f"{q.psnr_db_min[runtime]:.2f}"
+    assert "(the variant's file)" in fidelity[("int8", "onnxruntime_int8")]["file"]
+    assert f"{q.sites['int8']:.0f} of {q.sites['total']:.0f} conv sites int8" in md
+    distill = _table(md, "Distillation")[0]
+    assert (distill["held-out PSNR dB at init"], distill["after training"]) == ("21.50", "27.25")
+    assert distill["loss first → last"] == "0.875 → 0.125" and distill["steps"] == "600"
+    parity = _table(md, "Teacher parity")[0]
+    assert parity["max abs diff"] == "1.50e-04" and parity["OpenVINO vs our float64 max abs"] == "1.20e-04"
+    assert md.split("## Runtime fallbacks\n", 1)[1].split("##")[0].strip().endswith("none")
+    ratios = {r["variant"]: r for r in _table(md, "Latency")}
+    assert ratios["int8"]["run"] == "`account@int8`" and ratios["pruned-0.5"]["run"] == "`account_pruned@0.5`"
+
+
+def test_comparison_table_labels_their_constants(report):
+    _, md = report
+    rows = _table(md, "Earlier study vs ours")
+    assert "theirs (earlier study / paper constants)" in rows[0]
+    assert not any(r["quantity"].startswith(("FID after pruning", "int8 FID")) for r in rows)
+    assert any("their FID" in r["quantity"] and "our `fd_enl0`" in r["quantity"] for r in rows)
+    assert "Every number below was measured" not in md
+
+
+def test_fallbacks_and_missing_records(project, tmp_path, root, monkeypatch, capsys):
+    src, _ = project
+    shutil.copytree(src, tmp_path / "p", symlinks=True)
+    paths = Paths(tmp_path / "p")
+    info = EvalInfo.read(paths.eval_info("student"))
+    info.feature_parity["enl0"] = _parity("EfficientNet-Lite0 features", "pytorch-cpu", "features: openvino differs")
+    info.write(paths.eval_info("student"))
+    EvalRecord.read(paths.eval_metrics("int8")).write(paths.eval_metrics("pruned-0.9"))   # A stale, unlisted file.
+    run_report(paths.root / "params.yaml", paths.root)
+    md = (paths.reports / "report.md").read_text()
+    assert "- `evaluate@student`, EfficientNet-Lite0 features: features: openvino differs; ran on pytorch-cpu" in md
+    assert "pruned-0.9" not in md
+    paths.eval_metrics("pruned-0.5").unlink()
+    with pytest.raises(UserError, match=r"metrics/eval/pruned-0.5.json not found: run `dvc repro "
+                                        r"evaluate_pruned@0.5`"):
+        run_report(paths.root / "params.yaml", paths.root)
+    paths.size_metrics("student").unlink()
+    monkeypatch.chdir(paths.root)
+    assert run_stage(root, "report") == 2
+    assert "`dvc repro evaluate_pruned@0.5`" in capsys.readouterr().err
+    shutil.copy(src / "metrics/eval/pruned-0.5.json", paths.eval_metrics("pruned-0.5"))
+    assert run_stage(root, "report") == 2
+    assert "metrics/size/student.json not found: run `dvc repro account@student`" in capsys.readouterr().err
+
+
+def test_variants_follow_params():
     ids = [v.id for v in variants_from_params(["teacher", "pruned", "int8"], [0.2, 0.4])]
     assert ids == ["teacher", "pruned-0.2", "pruned-0.4", "int8"]
-    assert amount_id(0.6) == "0.6" and Variant("int8", "int8").label.startswith("int8")
-
-
-def test_report_from_fake_metrics(tmp_path):
-    fake_project(tmp_path)
-    fake_project(tmp_path / "stale", amounts=[0.2, 0.4, 0.6, 0.8])   # Never read: not under root's metrics/.
-    _write(tmp_path / "metrics/eval/pruned-0.4.json", {"n": 1})          # Stale file of a shrunk sweep: ignored.
-    out = tmp_path / "reports"
-    captions = build_report(EVAL, REPORT, AMOUNTS, tmp_path, out, {"prune_targets": "all", "calibration": 32})
-    assert all(ok for ok, _ in captions.values()), captions
-    md = (out / "report.md").read_text()
-    assert "teacher (noise floor)" in md and "noise floor" in md
-    assert "N = 64 is below the feature dimension 1280" in md
-    assert "not FID" in md and "FID (Inception-v3)**: not computed" in md
-    assert "## Earlier study vs ours" in md and "16.63" in md and "3,878,031" in md
-    assert "∞ (identical)" in md and "pruned-0.4" not in md
-    for name in captions:
-        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
-        assert f"figures/{name}.png" in md
-    with open(out / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["variant"] for r in rows] == ["teacher", "pruned-0.2", "pruned-0.6", "int8", "student"]
-    assert float(rows[1]["fd_enl0"]) == 50.0 and rows[0]["psnr_db"] == ""
-    assert float(rows[3]["bytes"]) == 11_000_000 and float(rows[3]["latency_ms"]) == 250.0   # int8 from account.
-    assert float(rows[1]["bytes"]) == int(40e6 * 0.88) and float(rows[0]["macs"]) == 15e9
-    with open(out / "plots" / "sweep.csv") as f:
-        assert [r["variant"] for r in csv.DictReader(f)] == ["teacher", "pruned-0.2", "pruned-0.6"]
-
-
-def test_missing_optional_inputs_are_stated_not_faked(tmp_path):
-    fake_project(tmp_path, with_size=False)
-    out = tmp_path / "reports"
-    (out / "figures").mkdir(parents=True)
-    (out / "figures" / "latency_by_runtime.png").write_bytes(b"stale")
-    captions = build_report(EVAL, REPORT, AMOUNTS, tmp_path, out)
-    assert not captions["latency_by_runtime"][0] and "metrics/size.json" in captions["latency_by_runtime"][1]
-    assert not (out / "figures" / "latency_by_runtime.png").exists()   # No stale figure left behind.
-    md = (out / "report.md").read_text()
-    assert "Not drawn: metrics/size.json has no latency" in md and "## Missing inputs" in md
-
-
-def test_missing_variant_metrics_name_the_stage(tmp_path):
-    fake_project(tmp_path)
-    (tmp_path / "metrics/eval/int8.json").unlink()
-    with pytest.raises(UserError, match="evaluate for int8"):
-        build_report(EVAL, REPORT, AMOUNTS, tmp_path, tmp_path / "reports")
-
-
-def test_report_stage_cli(tmp_path, root, monkeypatch):
-    fake_project(tmp_path)
-    report = {**REPORT, "variants": ["teacher", "int8"]}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"eval": EVAL, "report": report}))
-    spec = importlib.util.spec_from_file_location("stage_report", root / "stages" / "report.py")
-    stage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(stage, "SCHEMA", {k: v for k, v in stage.SCHEMA.items() if k not in ("prune", "quantize")})
-    stage.main([])
-    assert "int8" in (tmp_path / "reports/report.md").read_text()

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgestylegan.models.stylegan2 import (StyleGAN2FormatError, generator_from_rosinality, load_rosinality,
-                                           to_rosinality_state_dict)
+from edgestylegan.errors import CheckpointError
+from edgestylegan.io.stylegan2_checkpoint import (StyleGAN2FormatError, generator_from_rosinality, load_rosinality,
+                                                 to_rosinality_state_dict)
 
 STYLE_DIM, N_MLP, LR_MLP = 16, 3, 0.01
 CHANNELS = {4: 16, 8: 12, 16: 8, 32: 8}  # Tiny stand-in for config-f's {4: 512, ..., 1024: 32}.
@@ -160,11 +161,15 @@ def test_teacher_by_url_and_sha256(tmp_path):
     path = tmp_path / "g.pt"
     torch.save({"g_ema": sd}, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    teacher = load_teacher("stylegan2", stylegan2_url=path.as_uri(), stylegan2_sha256=digest)
+    downloads = tmp_path / "downloads"
+    teacher = load_teacher("stylegan2", tmp_path / "unused.safetensors", downloads, stylegan2_url=path.as_uri(),
+                           stylegan2_sha256=digest)
     assert teacher.kind == "stylegan2" and teacher.sha256 == digest
+    assert (downloads / "g.pt").read_bytes() == path.read_bytes()
     assert not any(p.requires_grad for p in teacher.model.parameters())
     with pytest.raises(DownloadError, match="sha256 mismatch"):
-        load_teacher("stylegan2", stylegan2_url=path.as_uri(), stylegan2_sha256="0" * 64)
+        load_teacher("stylegan2", tmp_path / "unused.safetensors", tmp_path / "other", stylegan2_url=path.as_uri(),
+                     stylegan2_sha256="0" * 64)
 
 
 def test_bad_checkpoints_are_named(tmp_path):
@@ -179,4 +184,7 @@ def test_bad_checkpoints_are_named(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"state_dict": {}}, path)
     with pytest.raises(StyleGAN2FormatError, match="no `g_ema` entry"):
+        load_rosinality(path)
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="cannot read as a"):  # A user error (exit 2), not a traceback.
         load_rosinality(path)

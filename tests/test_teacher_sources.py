@@ -8,10 +8,14 @@ import threading
 import pytest
 import yaml
 
-from edgestylegan.io.checkpoint import save_generator
+from edgestylegan.artifacts.teacher import TeacherRecord
+from edgestylegan.config import ParamsError, validate
+from edgestylegan.errors import UserError
+from edgestylegan.io.checkpoint import load_generator, save_generator
 from edgestylegan.io.download import DownloadError, fetch
 from edgestylegan.io.teacher import materialize_teacher
-from edgestylegan.config import ParamsError, validate
+from edgestylegan.paths import Paths
+from edgestylegan.pipeline import teacher as teacher_stage
 
 
 @pytest.fixture
@@ -25,16 +29,18 @@ def http_server(tmp_path):
 
 
 def _teacher_params(**kw):
-    return validate({"teacher": {"parity_seeds": [0], "sample_seeds": [0], "w_avg_seed": 0, **kw}}, ["teacher"])["teacher"]
+    teacher = {"parity_seeds": [0], "sample_seeds": [0], "w_avg_seed": 0, **kw}
+    return validate({"teacher": teacher}, ["teacher"])["teacher"]
 
 
 def test_url_source_with_correct_hash(tmp_path, tiny_generator, http_server, monkeypatch):
     save_generator(tiny_generator, tmp_path / "t.safetensors")
     digest = hashlib.sha256((tmp_path / "t.safetensors").read_bytes()).hexdigest()
-    monkeypatch.chdir(tmp_path)
-    gen, info = materialize_teacher(_teacher_params(source="url", url=f"{http_server}/t.safetensors", sha256=digest))
+    url = f"{http_server}/t.safetensors"
+    gen, info = materialize_teacher(_teacher_params(source="url", url=url, sha256=digest), tmp_path / "dl")
     assert gen.config == tiny_generator.config
     assert info["sha256"] == digest
+    assert (tmp_path / "dl" / "t.safetensors").read_bytes() == (tmp_path / "t.safetensors").read_bytes()
 
 
 def test_url_source_with_wrong_hash_fails_clearly(tmp_path, tiny_generator, http_server):
@@ -67,8 +73,37 @@ def test_file_url_and_offline_errors(tmp_path):
 
 def test_file_source(tmp_path, tiny_generator):
     save_generator(tiny_generator, tmp_path / "t.safetensors")
-    gen, _ = materialize_teacher(_teacher_params(source="file", path=str(tmp_path / "t.safetensors")))
+    gen, _ = materialize_teacher(_teacher_params(source="file", path=str(tmp_path / "t.safetensors")), tmp_path)
     assert gen.resolution == 32
+
+
+def _write_params(folder, **teacher):
+    (folder / "params.yaml").write_text(yaml.safe_dump({"teacher": {"sample_seeds": [0, 1], **teacher}}))
+    return folder / "params.yaml"
+
+
+def test_run_fetch_teacher_from_a_file(tmp_path, tiny_generator):
+    save_generator(tiny_generator, tmp_path / "t.safetensors")
+    params = _write_params(tmp_path, source="file", path=str(tmp_path / "t.safetensors"))
+    record = teacher_stage.run_fetch_teacher(params, tmp_path / "project")
+    paths = Paths(tmp_path / "project")
+    assert TeacherRecord.read(paths.teacher_metrics) == record and record.parity is None
+    stored = load_generator(paths.teacher_model)
+    assert record.params == {"mapping": sum(p.numel() for p in stored.mapping.parameters()),
+                             "synthesis": sum(p.numel() for p in stored.synthesis.parameters())}
+    assert record.resolution == stored.resolution == 32 and paths.teacher_samples.is_file()
+
+
+def test_parity_gate_uses_teacher_parity_tolerance(tmp_path, monkeypatch):
+    measured = {"max_abs": 3e-4, "mean_abs": 1e-6, "mapping_max_abs": 1e-6, "openvino_vs_float64_max_abs": 1e-4}
+    monkeypatch.setattr(teacher_stage, "ir_parity", lambda gen, seeds, truncation: measured)
+    params = _write_params(tmp_path, parity_seeds=[0], w_avg_samples=8)   # schema default tolerance 2e-4 < 3e-4
+    with pytest.raises(UserError, match="teacher.parity_tolerance"):
+        teacher_stage.run_fetch_teacher(params, tmp_path)
+    assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()
+    record = teacher_stage.run_fetch_teacher(_write_params(tmp_path, parity_seeds=[0], w_avg_samples=8,
+                                                           parity_tolerance=4e-4), tmp_path)
+    assert record.parity["max_abs"] == 3e-4 and record.parity["tolerance"] == 4e-4 and record.parity["num_latents"] == 1
 
 
 @pytest.mark.parametrize("teacher, message", [

@@ -1,3 +1,1 @@
 """EdgeStyleGAN: a reproducible MobileStyleGAN compression study (distill, prune, quantize, evaluate)."""
-
-__version__ = "0.1.0"

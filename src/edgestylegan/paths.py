@@ -82,3 +82,16 @@ class Paths:
     def params_check(self) -> Path: return self.root / "data" / "params_checked.txt"
     @property
     def reports(self) -> Path: return self.root / "reports"
+
+    def quantize_sites(self, source: str = "operating_point") -> Path:
+        """Per conv site table of stage quantize / quantize_student (kind, precision, MACs, sensitivity)."""
+        return self.quantize_reports(source) / "sites.csv"
+
+    def quantize_record(self, source: str = "operating_point") -> Path:
+        """Calibration, ranges, search and module precisions of stage quantize / quantize_student (a report)."""
+        return self.quantize_reports(source) / "record.json"
+
+    @property
+    def downloads(self) -> Path:
+        """data/downloads: files fetched by URL (teacher.url), kept outside DVC's outs so a rerun reuses them."""
+        return self.root / "data" / "downloads"

@@ -125,7 +125,8 @@ def earlier_study_sparsity(gen: Generator, amount: float) -> dict:
         names = prune_generator(model, amount, "l1", "global", "edgestylegan")
         rep = sparsity_report(model, names)
         out[key] = {"targeted_params": rep["targeted"]["params"], "synthesis_params": rep["synthesis"]["params"],
-                    "sparsity_targeted": rep["targeted"]["sparsity"], "sparsity_synthesis": rep["synthesis"]["sparsity"]}
+                    "sparsity_targeted": rep["targeted"]["sparsity"],
+                    "sparsity_synthesis": rep["synthesis"]["sparsity"]}
         del model
     return out
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -54,6 +54,7 @@ TORCH_FORMAT = "edgestylegan.int8_generator.v1"
 BACKENDS = ("x86", "qnnpack")
 QMAX = {"x86": 127, "qnnpack": 255, "onnxruntime": 255}   # activation levels - 1 (x86: reduce_range)
 _MSE_FACTORS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.16, 0.12, 0.09, 0.06, 0.04, 0.02)
+_ORT_QUANTIZER = os.path.join("onnxruntime", "quantization", "")
 
 
 class _QuantizerNotices(logging.Filter):
@@ -64,13 +65,11 @@ class _QuantizerNotices(logging.Filter):
         return record.levelno > logging.WARNING or _ORT_QUANTIZER not in record.pathname
 
 
-_ORT_QUANTIZER = os.path.join("onnxruntime", "quantization", "")
-
-
 @contextlib.contextmanager
 def _quiet():
     """torch.ao quantization and quantized-tensor creation emit deprecation warnings on every call; ONNX Runtime's
-    quantizer logs notices. Both are silenced for the block only: other loggers and warnings are untouched."""
+    quantizer logs notices. Python warnings and those notices are silenced inside the block only; the logging
+    configuration is restored on exit and records from any other source still pass."""
     notices = _QuantizerNotices()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -173,6 +172,10 @@ class Calibration:
         return {site: {pt: _choose_range(obs, method, qmax) for pt, obs in pts.items()}
                 for site, pts in self.observed.items()}
 
+    def engine_ranges(self, method: str, backend: str) -> dict[str, dict]:
+        """Clip ranges for each engine: "onnxruntime" (uint8, 255 levels) and "torch" (QMAX[backend] levels)."""
+        return {"onnxruntime": self.ranges(method, QMAX["onnxruntime"]), "torch": self.ranges(method, QMAX[backend])}
+
     def record(self) -> dict:
         return {"num_samples": self.num_samples, "seed": self.seed, "truncation": self.truncation,
                 "observed_minmax": {f"{s}.{p}": [o.lo, o.hi] for s, pts in self.observed.items()
@@ -273,6 +276,11 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB of images clamped to the nominal [-1, 1] (peak-to-peak 2)."""
     mse = (a.clamp(-1, 1) - b.clamp(-1, 1)).float().square().flatten(1).mean(1)
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-20))
+
+
+def finite_or_none(x: float) -> float | None:
+    """A PSNR for JSON: None (null) when it is not finite (NaN images); JSON has no inf or NaN."""
+    return float(x) if math.isfinite(x) else None
 
 
 class FakeQuantSimulator:
@@ -449,8 +457,8 @@ def _convert(gen: Generator, tensors: dict, qparams: dict, backend: str) -> Gene
     for site, params in qparams.items():
         module = sites[site]
         conv_names = ["depthwise", "pointwise"] if isinstance(module, ModulatedDWConv2d) else ["conv"]
-        weights = [(tensors[f"synthesis.{site}.conv.{c}.weight::int8"], tensors[f"synthesis.{site}.conv.{c}.weight::scale"])
-                   for c in conv_names]
+        names = [f"synthesis.{site}.conv.{c}.weight" for c in conv_names]
+        weights = [(tensors[f"{n}::int8"], tensors[f"{n}::scale"]) for n in names]
         _swap_site(module, params, weights)
     gen.register_forward_pre_hook(lambda m, args: _set_backend(backend))
     gen.quantization = {"engine": "torch", "backend": backend, "int8_sites": sorted(qparams)}
@@ -634,3 +642,30 @@ def module_precisions(gen: Generator, int8_sites, float_weights: str = "int8") -
         elif isinstance(module, (nn.Conv2d, nn.Linear)):
             out[name] = f"fp32 compute, {plan[f'{name}.weight']} weights"
     return out
+
+
+def sites_csv(gen: Generator, float_sites: list[str], search: dict, macs: dict[str, int],
+              float_weights: str = "int8") -> str:
+    """reports/quantize*/sites.csv: per conv site its kind, precision, MACs, single-site int8 PSNR and its rank in
+    the float-site order (1 = kept float first)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["site", "kind", "precision", "macs", "single_site_int8_psnr_db", "float_rank"])
+    for site, row in site_table(gen, float_sites, search, macs).items():
+        rank = search["order"].index(site) + 1 if site in search["order"] else ""
+        writer.writerow([site, row["kind"], "int8" if row["int8"] else f"float ({float_weights} weights)", row["macs"],
+                         "" if math.isnan(row["sensitivity_psnr"]) else f"{row['sensitivity_psnr']:.2f}", rank])
+    return buf.getvalue()
+
+
+def quantization_record(gen: Generator, cal: Calibration, calibration: str, backend: str, ranges: dict,
+                        search: dict, int8_sites: list[str], float_weights: str, onnx_record: dict) -> dict:
+    """reports/quantize*/record.json: the calibration, the ranges each engine uses, the search and the precision of
+    every module."""
+    return {"calibration": cal.record(), "calibration_method": calibration, "backend": backend,
+            "ranges": {e: {f"{s}.{pt}": list(v) for s, pts in r.items() for pt, v in pts.items()}
+                       for e, r in ranges.items()},
+            "search": {"order": search["order"], "sensitivity_psnr_db": search["sensitivity_psnr"],
+                       "curve_simulated_psnr_db": {str(k): finite_or_none(v) for k, v in search["curve"].items()},
+                       "float_sites": search["float_sites"]},
+            "modules": module_precisions(gen, int8_sites, float_weights), "onnx": onnx_record}

@@ -1,6 +1,7 @@
 """Knowledge distillation of MobileStyleGAN students from a MobileStyleGAN or StyleGAN2 teacher (issue 5).
 
 teachers.py (load the teacher), students.py (build/initialise/export students), targets.py (teacher target pool and
-online batches), losses.py, augment.py (DiffAugment), trainer.py (the loop, resume, dvclive, torchrun), run.py
-(params -> objects, used by the stages).
+online batches, the teacher renderer and its parity record), losses.py, augment.py (DiffAugment), trainer.py (the
+loop, resume, dvclive, torchrun; `TrainConfig.from_params`), report.py (the stage's outputs). The stages'
+orchestration is `pipeline.distill`.
 """

@@ -84,9 +84,10 @@ def _vgg16_path(weights: str) -> Path:
         torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
         path = torch_home / "hub" / "checkpoints" / VGG16_FILE
     if not path.is_file():
-        raise UserError(f"distill.perceptual = vgg16 needs torchvision's ImageNet VGG16 weights; {path} does not exist. "
-                        f"Download {VGG16_URL} (on a machine with access) and set distill.vgg16_weights to its path "
-                        "(or put it in $TORCH_HOME/hub/checkpoints/), or use distill.perceptual = enl0 (offline) or none")
+        raise UserError(f"distill.perceptual = vgg16 needs torchvision's ImageNet VGG16 weights; {path} does not "
+                        f"exist. Download {VGG16_URL} (on a machine with access) and set distill.vgg16_weights to its "
+                        "path (or put it in $TORCH_HOME/hub/checkpoints/), or use distill.perceptual = enl0 (offline) "
+                        "or none")
     return path
 
 

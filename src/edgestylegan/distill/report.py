@@ -1,36 +1,19 @@
 """Outputs of the distill stage: the exported student, a teacher-vs-student sample grid, loss curves, metrics."""
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from ..artifacts.distill import DistillRecord
 from ..imaging import grid, save_png, to_uint8
-from ..io.atomic import atomic_path, write_json
+from ..io.atomic import atomic_path
 from ..io.checkpoint import save_generator
 from ..models.mobilestylegan import Generator
 from .students import export_student
 from .targets import Pool
 from .teachers import Teacher
 from .trainer import TrainResult, student_images
-
-
-@torch.inference_mode()
-def cpu_latency_ms(gen: Generator, repeats: int = 10, warmup: int = 3, seed: int = 0) -> dict[str, float]:
-    """Median wall time of gen(z) (mapping + synthesis) at batch 1 on CPU, all torch threads."""
-    gen = gen.cpu().eval()
-    z = torch.randn(1, gen.config.style_dim, generator=torch.Generator().manual_seed(seed))
-    for _ in range(warmup):
-        gen(z)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        gen(z)
-        times.append((time.perf_counter() - t0) * 1000)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "repeats": repeats,
-            "threads": torch.get_num_threads()}
 
 
 def plot_curves(history: list[dict], path: str | Path) -> None:
@@ -65,31 +48,31 @@ def plot_curves(history: list[dict], path: str | Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(student: Generator, result: TrainResult, teacher: Teacher, pool: Pool, d: dict,
-                  model_path: str | Path, reports_dir: str | Path, metrics_path: str | Path) -> dict:
+def write_outputs(student: Generator, result: TrainResult, teacher: Teacher, pool: Pool, sample_count: int,
+                  truncation: float, model_path: str | Path, reports_dir: str | Path,
+                  metrics_path: str | Path) -> DistillRecord:
+    """Export and write the student, samples.png (teacher row over student row, held-out latents), curves.png and
+    the DistillRecord; `truncation` is distill.truncation."""
     reports_dir = Path(reports_dir)
     exported = export_student(student)
-    k = min(d["sample_count"], len(pool.val_z))
-    fake = student_images(exported, pool.val_z[:k], d["truncation"], "cpu")
+    k = min(sample_count, len(pool.val_z))
+    fake = student_images(exported, pool.val_z[:k], truncation, "cpu")
     save_png(grid(to_uint8(torch.cat((pool.val_images[:k].float(), fake))), columns=k), reports_dir / "samples.png")
     plot_curves(result.history, reports_dir / "curves.png")
-    first = next((r for r in result.history if "train/total" in r), {})
-    last = next((r for r in reversed(result.history) if "train/total" in r), {})
-    init_val = next((r for r in result.history if r.get("step") == 0 and "val/psnr_db" in r), {})
-    metrics = {
-        "val": {**result.val, "num_latents": len(pool.val_z), "truncation": d["truncation"]},
-        "train": {"steps": result.steps, "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from,
-                  "loss_total_first": first.get("train/total", float("nan")),
-                  "loss_total_last": last.get("train/total", float("nan")), "pool_size": len(pool.train_z)},
-        "student": {"resolution": exported.resolution,
-                    "params_synthesis": sum(p.numel() for p in exported.synthesis.parameters())},
-        "latency_cpu_b1": cpu_latency_ms(exported),
-    }
-    if init_val:
-        metrics["val_at_init"] = {"psnr_db": init_val["val/psnr_db"]}
+    losses = [r["train/total"] for r in result.history if "train/total" in r]
+    init_val = next((r for r in result.history if r.get("step") == 0 and "val/psnr_db" in r), None)
+    record = DistillRecord(
+        val={**result.val, "num_latents": len(pool.val_z), "truncation": truncation},
+        train={"steps": result.steps, "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from,
+               "loss_total_first": losses[0], "loss_total_last": losses[-1], "pool_size": len(pool.train_z)},
+        student={"resolution": exported.resolution,
+                 "params_synthesis": sum(p.numel() for p in exported.synthesis.parameters())},
+        val_at_init={"psnr_db": init_val["val/psnr_db"]} if init_val else None,
+        renderer_parity=pool.meta["parity"],
+    )
     info = {"kind": "distilled student", "teacher": teacher.source, "teacher_sha256": teacher.sha256,
             "teacher_kind": teacher.kind, "steps": result.steps, "val_psnr_db": result.val.get("psnr_db"),
-            "pool": pool.meta.get("fingerprint"), "truncation": d["truncation"]}
+            "pool": pool.meta.get("fingerprint"), "truncation": truncation}
     save_generator(exported, model_path, info)
-    write_json(metrics_path, metrics)
-    return metrics
+    record.write(metrics_path)
+    return record

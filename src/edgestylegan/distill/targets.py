@@ -26,9 +26,10 @@ from tqdm import tqdm
 from ..errors import UserError
 from ..io.atomic import write_safetensors
 from ..models.mobilestylegan import Generator
+from ..runtimes.parity import decide, max_abs_difference, unchecked
 from .teachers import Teacher
 
-POOL_FORMAT = "edgestylegan.distill_pool.v1"
+POOL_FORMAT = "edgestylegan.distill_pool.v2"   # v2: meta["parity"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,68 +67,78 @@ def downsample(images: torch.Tensor, size: int) -> torch.Tensor:
 #----------------------------------------------------------------------------
 
 
+PARITY_TOLERANCE = 1e-3
+"""Max |OpenVINO - PyTorch| of the teacher renderer on its probe image, at the student resolution (box-downsampled
+from 1024 px, which averages the IR's per-pixel f32 differences down)."""
+
+
 class TeacherRenderer:
     """w -> teacher image at `resolution`. runtime torch (any device) or openvino (the random-face IR, f32).
 
-    `auto` picks OpenVINO for a 1024-px MobileStyleGAN teacher exported from the random-face IR and keeps it only if
-    its first image matches PyTorch within `parity_tol` (else PyTorch is used, with a message).
+    `auto` picks OpenVINO for a 1024-px MobileStyleGAN teacher exported from the random-face IR on CPU. OpenVINO
+    (auto or asked for) is checked once, on `probe_w`, against PyTorch by the one parity policy
+    (`runtimes.parity.decide`): auto falls back to PyTorch on a mismatch, an explicit `openvino` fails. `parity` is
+    the resulting record (the pool's metadata and the distill metrics keep it).
     """
 
-    def __init__(self, teacher: Teacher, resolution: int, runtime: str = "auto", device: str = "cpu",
-                 parity_tol: float = 1e-3):
+    def __init__(self, teacher: Teacher, resolution: int, runtime: str, device: str = "cpu",
+                 probe_w: torch.Tensor | None = None, parity_tol: float = PARITY_TOLERANCE):
         self.teacher = teacher
         self.resolution = resolution
         self.device = torch.device(device)
         self.model = teacher.model.to(self.device)
-        self.runtime = "torch"
         self._ov = None
-        self._parity_tol = parity_tol
-        self._checked = False
         wants_ov = runtime == "openvino" or (
             runtime == "auto" and self.device.type == "cpu" and isinstance(teacher.model, Generator)
             and teacher.model.resolution == 1024 and str(teacher.info.get("source", "")).startswith("random-face"))
-        if wants_ov:
+        if not wants_ov:
+            self.parity = unchecked("teacher renderer", runtime, "torch")
+        else:
             if not isinstance(teacher.model, Generator) or teacher.model.resolution != 1024:
                 raise UserError("distill.teacher_runtime = openvino only runs the random-face MobileStyleGAN IR "
                                 "(a 1024-px MobileStyleGAN teacher)")
+            if probe_w is None:
+                raise ValueError("an OpenVINO teacher renderer needs probe_w for its parity check")
             from ..runtimes.openvino_ir import OpenVINOGenerator
 
             self._ov = OpenVINOGenerator(precision="f32")
-            self.runtime = "openvino"
+            probe = probe_w[:1]
+            self.parity = decide("teacher renderer", runtime, "openvino", "torch",
+                                 max_abs_difference(self._openvino(probe), self._torch(probe).cpu()), parity_tol,
+                                 knob="distill.teacher_runtime")
+            if self.parity.runtime != "openvino":
+                self._ov = None
+        self.runtime = self.parity.runtime
 
     @torch.no_grad()
     def _torch(self, w: torch.Tensor) -> torch.Tensor:
         img = self.model.synthesis(w.to(self.device), noise_mode="fixed")
         return downsample(img.float(), self.resolution)
 
+    def _openvino(self, w: torch.Tensor) -> torch.Tensor:
+        return downsample(torch.from_numpy(self._ov.synthesize(w.cpu().numpy())), self.resolution)
+
     @torch.no_grad()
     def render(self, w: torch.Tensor) -> torch.Tensor:
-        if self._ov is None:
-            return self._torch(w)
-        img = torch.from_numpy(self._ov.synthesize(w.cpu().numpy()))
-        out = downsample(img, self.resolution)
-        if not self._checked:
-            self._checked = True
-            diff = float((self._torch(w[:1]).cpu() - out[:1]).abs().max())
-            if diff > self._parity_tol:
-                print(f"OpenVINO teacher differs from the PyTorch teacher by {diff:.3g} (> {self._parity_tol}); "
-                      "rendering with PyTorch instead")
-                self._ov, self.runtime = None, "torch"
-                return self._torch(w)
-        return out
+        return self._torch(w) if self._ov is None else self._openvino(w)
 
 
 def _chunk_path(folder: Path, index: int) -> Path:
     return folder / f"chunk-{index:04d}.safetensors"
 
 
-def build_pool(teacher: Teacher, spec: PoolSpec, dest: str | Path, cache_dir: str | Path, runtime: str = "auto",
+def build_pool(teacher: Teacher, spec: PoolSpec, dest: str | Path, cache_dir: str | Path, runtime: str,
                device: str = "cpu", chunk: int = 8, progress: bool = True) -> Pool:
-    """Render the pool (resuming finished chunks from cache_dir) and write it atomically to dest."""
+    """Render the pool (resuming finished chunks from cache_dir) and write it atomically to dest.
+
+    The renderer's parity probe is the first latent, as the first chunk computes its w."""
     model = teacher.model
-    renderer = TeacherRenderer(teacher, spec.resolution, runtime, device)
     z_all = torch.cat((latents(spec.train_size, spec.train_seed, model.style_dim),
                        latents(spec.val_size, spec.val_seed, model.style_dim)))
+    device = torch.device(device)
+    with torch.no_grad():
+        probe_w = model.to(device).style(z_all[:chunk].to(device), spec.truncation).cpu()[:1]
+    renderer = TeacherRenderer(teacher, spec.resolution, runtime, device, probe_w)
     folder = Path(cache_dir) / spec.fingerprint()
     folder.mkdir(parents=True, exist_ok=True)
     num_chunks = math.ceil(len(z_all) / chunk)
@@ -151,7 +162,8 @@ def build_pool(teacher: Teacher, spec: PoolSpec, dest: str | Path, cache_dir: st
     images = torch.cat(images)
     n = spec.train_size
     meta = {"format": POOL_FORMAT, "spec": dataclasses.asdict(spec), "fingerprint": spec.fingerprint(),
-            "runtime": renderer.runtime, "teacher_source": teacher.source, "teacher_kind": teacher.kind}
+            "runtime": renderer.runtime, "parity": renderer.parity.to_dict(), "teacher_source": teacher.source,
+            "teacher_kind": teacher.kind}
     pool = Pool(z_all[:n], images[:n], z_all[n:], images[n:], meta)
     save_pool(pool, dest)
     shutil.rmtree(folder, ignore_errors=True)

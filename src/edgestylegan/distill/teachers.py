@@ -12,10 +12,9 @@ from torch import nn
 from ..errors import UserError
 from ..io.checkpoint import checkpoint_info, load_generator
 from ..io.download import fetch, sha256_of
+from ..io.stylegan2_checkpoint import load_rosinality
 from ..models.mobilestylegan import Generator
-from ..models.stylegan2 import StyleGAN2Generator, load_rosinality
-
-DOWNLOAD_DIR = Path("data/downloads")
+from ..models.stylegan2 import StyleGAN2Generator
 
 
 @dataclasses.dataclass
@@ -31,8 +30,10 @@ def _freeze(model: nn.Module) -> nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def load_teacher(kind: str, mobilestylegan_path: str | Path = "models/teacher.safetensors",
-                 stylegan2_file: str = "", stylegan2_url: str = "", stylegan2_sha256: str = "") -> Teacher:
+def load_teacher(kind: str, mobilestylegan_path: str | Path, download_dir: str | Path, stylegan2_file: str = "",
+                 stylegan2_url: str = "", stylegan2_sha256: str = "") -> Teacher:
+    """kind mobilestylegan: the file at mobilestylegan_path (stage fetch_teacher's). kind stylegan2: stylegan2_file,
+    or stylegan2_url fetched into download_dir and checked against stylegan2_sha256."""
     if kind == "mobilestylegan":
         path = Path(mobilestylegan_path)
         if not path.is_file():
@@ -50,7 +51,7 @@ def load_teacher(kind: str, mobilestylegan_path: str | Path = "models/teacher.sa
             source = f"file {path}"
         elif stylegan2_url:
             name = Path(stylegan2_url.split("?")[0]).name or "stylegan2.pt"
-            path = fetch(stylegan2_url, stylegan2_sha256, DOWNLOAD_DIR / name)
+            path = fetch(stylegan2_url, stylegan2_sha256, Path(download_dir) / name)
             digest, source = stylegan2_sha256.lower(), f"url {stylegan2_url}"
         else:
             raise UserError("distill.teacher = stylegan2 needs distill.stylegan2_file or distill.stylegan2_url "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Callable
@@ -39,33 +40,67 @@ from .targets import step_generator
 Batches = Callable[[int, int, int], tuple[torch.Tensor, torch.Tensor]]
 
 
+NOT_TRAINING = {
+    "teacher": "teacher: which network (teachers.load_teacher)",
+    "stylegan2_file": "teacher: StyleGAN2 checkpoint on disk",
+    "stylegan2_url": "teacher: StyleGAN2 checkpoint address",
+    "stylegan2_sha256": "teacher: StyleGAN2 checkpoint hash",
+    "targets": "pool: the batch source (PoolBatches | OnlineBatches)",
+    "teacher_runtime": "pool: runtime that renders the teacher's images (targets.TeacherRenderer)",
+    "pool_size": "pool: training latents (targets.PoolSpec)",
+    "pool_seed": "pool: seed of the training latents",
+    "val_size": "pool: held-out latents",
+    "val_seed": "pool: seed of the held-out latents",
+    "sample_count": "outputs: held-out latents in the sample grids",
+    "device": "device: where the processes run (init_distributed)",
+}
+"""`distill` params keys that are not the training loop's, and whose they are. `TrainConfig.from_params` takes every
+other key of the section and fails on a key in neither (a new schema key must be placed on purpose)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 600                  # Optimiser steps (per rank).
-    batch_size: int = 8               # Per rank.
-    lr: float = 1e-3                  # Adam lr of new parameters (heads; everything for a scratch student).
-    lr_pretrained: float = 0.0        # Adam lr of parameters copied from the teacher; 0 freezes them.
-    lr_schedule: str = "cosine"       # constant | cosine (to 0 at the last step).
-    head_init: str = "lstsq"          # lstsq (closed-form fit of new heads) | random.
-    head_init_samples: int = 32
-    crop: int = 64                    # Frozen trunk, head-only, pixel losses only: train on aligned crops this big.
-    truncation: float = 1.0           # psi of the training latents (1 = the full distribution).
-    w_l1: float = 1.0
-    w_l2: float = 1.0
-    perceptual: str = "none"          # none | enl0 | vgg16
-    w_perceptual: float = 1.0
-    vgg16_weights: str = ""
-    w_gan: float = 0.0                # 0 disables the discriminator entirely.
-    d_lr: float = 5e-4
-    d_channel_base: int = 32768
-    d_channel_max: int = 512
-    augment: str = "color,translation,cutout"
-    r1_gamma: float = 10.0
-    r1_interval: int = 16
-    seed: int = 0
-    log_every: int = 1
-    sample_every: int = 250           # Validation PSNR + sample image to dvclive.
-    checkpoint_every: int = 100
+    """The training loop's settings: the `distill` params section minus `NOT_TRAINING` (defaults and ranges are the
+    schema's, `edgestylegan.config`)."""
+
+    steps: int                        # Optimiser steps (per rank).
+    batch_size: int                   # Per rank.
+    lr: float                         # Adam lr of new parameters (heads; everything for a scratch student).
+    lr_pretrained: float              # Adam lr of parameters copied from the teacher; 0 freezes them.
+    lr_schedule: str                  # constant | cosine (to 0 at the last step).
+    head_init: str                    # lstsq (closed-form fit of new heads) | random.
+    head_init_samples: int
+    crop: int                         # Frozen trunk, head-only, pixel losses only: train on aligned crops this big.
+    truncation: float                 # psi of the training latents (1 = the full distribution).
+    w_l1: float
+    w_l2: float
+    perceptual: str                   # none | enl0 | vgg16
+    w_perceptual: float
+    vgg16_weights: str
+    w_gan: float                      # 0 disables the discriminator entirely.
+    d_lr: float
+    d_channel_base: int
+    d_channel_max: int
+    augment: str
+    r1_gamma: float
+    r1_interval: int
+    seed: int
+    log_every: int
+    sample_every: int                 # Validation PSNR + sample image to dvclive.
+    checkpoint_every: int
+
+    @classmethod
+    def from_params(cls, d: dict) -> "TrainConfig":
+        """From the validated `distill` section (`config.load_params`)."""
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unplaced = sorted(set(d) - set(fields) - set(NOT_TRAINING))
+        if unplaced:
+            raise KeyError(f"distill params {unplaced} are neither TrainConfig fields nor listed in "
+                           "trainer.NOT_TRAINING: add each to one of them")
+        missing = sorted(set(fields) - set(d))
+        if missing:
+            raise KeyError(f"the distill section lacks TrainConfig fields {missing} (pass the validated section)")
+        return cls(**{name: d[name] for name in fields})
 
 
 @dataclasses.dataclass
@@ -79,7 +114,7 @@ class DistContext:
         return self.rank == 0
 
 
-def init_distributed(device: str = "auto") -> DistContext:
+def init_distributed(device: str) -> DistContext:
     """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; otherwise a single process. device: auto | cpu | cuda."""
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -186,10 +221,12 @@ def _load_resume(path: Path, fingerprint: str) -> dict | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a corrupt scratch file must never block a fresh run.
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        # What torch.load raises for a truncated, empty or foreign file: the resume file is scratch state outside
+        # DVC's outs, so an unreadable one must not block a fresh run. Anything else is a bug and propagates.
         print(f"ignoring unreadable resume checkpoint {path}: {e}")
         return None
-    if state.get("fingerprint") != fingerprint:
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
         print(f"ignoring resume checkpoint {path}: it belongs to a different configuration")
         return None
     return state
@@ -274,7 +311,7 @@ def train(student: Generator, pretrained: set[str], batches: Batches, val: tuple
     cache = None
     if suffix is not None and hasattr(batches, "indices"):
         cache = cache_module_inputs(student, suffix, batches.pool.train_z, cfg.truncation, device,
-                                  progress and ctx.is_main)
+                                    progress and ctx.is_main)
     if state is None and cfg.head_init == "lstsq":
         new_heads = {n for n, _ in heads if f"{n}.conv.conv.weight" not in pretrained}
         if suffix is not None:

@@ -5,10 +5,7 @@ Conventions
   "Non-zero" is bitwise (+0.0 is zero).
 * Bytes are file sizes on disk (or the exact length of the serialised file for forms not written to disk), and their
   gzip (level 6) compressed sizes.
-* One MAC = one multiply-accumulate of a weight with an activation inside a convolution or a linear layer, per
-  generated image (batch 1), at the model's output resolution: conv MACs = C_out * C_in/groups * k_h * k_w * H_out
-  * W_out; linear MACs = in * out. Dense kernels: a pruned (zero) weight still costs its MAC. Elementwise work
-  (style multiplies, noise, bias, leaky ReLU, the Haar IDWT) is not a MAC and is counted separately as ops.
+* MACs are analytic, from the configuration's shapes (`models.macs`, where the convention is written down).
 """
 from __future__ import annotations
 
@@ -17,17 +14,15 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save as safetensors_save
 from torch import nn
 
+from ..io.atomic import safetensors_bytes
 from ..models.macs import analytic_macs
-from ..models.mobilestylegan import (Generator, GeneratorConfig, IDWTUpsample, ModulatedConv2d, ModulatedDWConv2d,
-                                     NoiseInjection)
+from ..models.mobilestylegan import Generator, GeneratorConfig
 
 # Upstream MobileStyleGAN's synthesis-net buffers (style_inv 3,744 + 8 IDWTs x 8 + device_info 1), spec section 1.2:
 # the earlier study's "(params + buffers) x 4 bytes" used these.
 UPSTREAM_BUFFERS = 3_809
-UPSTREAM_PARAMS = 8_852_079
 
 
 def state_dicts_equal(a: dict, b: dict) -> bool:
@@ -44,12 +39,13 @@ def state_dicts_equal(a: dict, b: dict) -> bool:
 
 
 def dense_serialised(gen: Generator) -> bytes:
-    """The dense fp32 file `io.checkpoint.save_generator` would write for `gen` (with empty info), in memory."""
+    """The dense fp32 file `io.checkpoint.save_generator` would write for `gen` (with empty info), in memory, byte for
+    byte (so its gzip size does not vary from process to process)."""
     from ..io.checkpoint import FORMAT
 
     meta = {"format": FORMAT, "config": json.dumps(gen.config.to_dict()), "info": "{}"}
     tensors = {k: v.detach().contiguous().cpu() for k, v in gen.state_dict().items()}
-    return safetensors_save(tensors, metadata=meta)
+    return safetensors_bytes(tensors, meta)
 
 
 def dense_file_bytes(gen: Generator) -> int:
@@ -111,17 +107,15 @@ def earlier_study_reproduction(gen: Generator) -> dict:
     return {"params_before": before, "params_listed_after_dynamic_int8_linear": after,
             "linear_params_dropped_from_count": linear,
             "mib_claimed_before": (before + UPSTREAM_BUFFERS) * 4 / 2**20,
-            "mib_claimed_after": (after + UPSTREAM_BUFFERS) * 4 / 2**20,
-            "params_really_stored_after": before}
+            "mib_claimed_after": (after + UPSTREAM_BUFFERS) * 4 / 2**20}
 
 
 def mac_summary(config: GeneratorConfig) -> dict:
-    """MACs of `config` and of the same net with every training head (upstream's parameter set), vs the paper."""
+    """MACs of `config` and of the same net with every training head (upstream's parameter set)."""
     import dataclasses as dc
 
     ours = analytic_macs(config)
     full = analytic_macs(dc.replace(config, all_heads=True))
-    paper_gmac = 15.09
     return {
         "gmac": ours["total"] / 1e9, "gmac_conv": ours["conv"] / 1e9,
         "gmac_modulation_linear": ours["modulation_linear"] / 1e9, "gmac_mapping": ours["mapping"] / 1e9,
@@ -129,8 +123,6 @@ def mac_summary(config: GeneratorConfig) -> dict:
         "gflops_2mac_plus_elementwise": ours["flops_2mac_plus_elementwise"] / 1e9,
         "all_heads": {"gmac": full["total"] / 1e9, "gflops_2mac": 2 * full["total"] / 1e9,
                       "gflops_2mac_plus_elementwise": full["flops_2mac_plus_elementwise"] / 1e9},
-        "paper_gmac": paper_gmac,
-        "paper_over_ours_all_heads": paper_gmac * 1e9 / full["total"],
     }
 
 

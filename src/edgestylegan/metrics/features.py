@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import socket
-import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +32,12 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from ..errors import UserError
+from ..io.download import sha256_of
 from ..models.enl0 import ENL0_INPUT_SIZE, ENL0_MEAN, ENL0_STD, load_enl0
+from ..runtimes.onnx import openvino_module
+from ..runtimes.parity import ParityRecord, decide, max_abs_difference, unchecked
+
+OPENVINO_F32 = "openvino-cpu-f32"
 
 #----------------------------------------------------------------------------
 # Feature spaces.
@@ -78,47 +80,48 @@ class _PooledTrunk(nn.Module):
         return self.net.extract_features(x).mean(dim=(2, 3))
 
 
+ENL0_WHAT = "EfficientNet-Lite0 features"
+ENL0_PARITY_TOLERANCE = 1e-3   # Max |OpenVINO - PyTorch| of the pooled features on the probe batch.
+
+
 class FeatureExtractorENL0(FeatureExtractorBase):
     """EfficientNet-Lite0 for uint8 RGB images of any size; features "1280" (pooled head) and "logits".
 
-    `enl0_runtime="openvino"` runs the trunk through OpenVINO f32 (about 7x PyTorch on a 2-core CPU) after checking
-    it against PyTorch on a fixed batch; on a mismatch above `enl0_parity_tolerance` it stays on PyTorch.
+    `enl0_runtime` is eval.runtime: `torch`, or `auto` / `openvino`, which run the trunk through OpenVINO f32 (about
+    7x PyTorch on a 2-core CPU) once it matched PyTorch on a fixed batch (`runtimes.parity`: on a mismatch `auto`
+    stays on PyTorch, `openvino` fails). `parity` records the outcome.
     """
 
-    def __init__(self, name, features_list, enl0_runtime: str = "torch", enl0_batch_size: int = 32,
-                 enl0_parity_tolerance: float = 1e-3, **kwargs):
+    def __init__(self, name, features_list, enl0_runtime: str = "torch", enl0_batch_size: int = 32, **kwargs):
         super().__init__(name, features_list)
         self.net = load_enl0()
         self.register_buffer("mean", torch.tensor(ENL0_MEAN))
         self.register_buffer("std", torch.tensor(ENL0_STD))
         self.requires_grad_(False)
         self.eval()
-        self.runtime, self._ov, self._ov_batch = "pytorch", None, enl0_batch_size
-        if enl0_runtime == "openvino":
-            self._compile_openvino(enl0_batch_size, enl0_parity_tolerance)
+        self._ov, self._ov_batch = None, enl0_batch_size
+        if enl0_runtime == "torch":
+            self.parity = unchecked(ENL0_WHAT, enl0_runtime, "pytorch")
+        else:
+            self.parity = self._compile_openvino(enl0_runtime, enl0_batch_size)
 
-    def _compile_openvino(self, batch: int, tolerance: float) -> None:
-        import openvino as ov
+    @property
+    def runtime(self) -> str:
+        return self.parity.runtime
 
+    def _compile_openvino(self, requested: str, batch: int) -> ParityRecord:
         trunk = _PooledTrunk(self.net).eval()   # The exporter restores the wrapper's mode onto every child.
-        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(trunk, (torch.zeros(batch, 3, ENL0_INPUT_SIZE, ENL0_INPUT_SIZE),), f"{tmp}/enl0.onnx",
-                              dynamo=False, opset_version=17)
-            core = ov.Core()
-            compiled = core.compile_model(core.read_model(f"{tmp}/enl0.onnx"), "CPU",
-                                          {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+        compiled = openvino_module(trunk, (torch.zeros(batch, 3, ENL0_INPUT_SIZE, ENL0_INPUT_SIZE),))
         probe = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
         x = self.preprocess(probe)
         with torch.no_grad():
             expected = trunk(x)
         self._ov = compiled
-        self.parity_max_abs = float((self._trunk(x) - expected).abs().max())
-        if self.parity_max_abs > tolerance:
+        record = decide(ENL0_WHAT, requested, OPENVINO_F32, "pytorch", max_abs_difference(self._trunk(x), expected),
+                        ENL0_PARITY_TOLERANCE, knob="eval.runtime", reference_choice="torch")
+        if record.runtime != OPENVINO_F32:
             self._ov = None
-            self.fallback_reason = f"OpenVINO features differ by {self.parity_max_abs:.3g} > {tolerance:.3g}"
-        else:
-            self.runtime = "openvino-cpu-f32"
+        return record
 
     def _trunk(self, x: torch.Tensor) -> torch.Tensor:
         if self._ov is None:
@@ -179,14 +182,6 @@ INCEPTION_FILENAMES = ("weights-inception-2015-12-05-6726825d.pth",   # torch-fi
 INCEPTION_SHA256_PREFIX = "6726825d"   # torch hub convention: the sha256 of the file starts with this.
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _how_to_supply(url: str) -> str:
     return (f"on a machine with internet access download {url} , then either set eval.inception_weights to "
             f"its path or copy it to {Path(torch.hub.get_dir()) / 'checkpoints' / INCEPTION_FILENAMES[0]} "
@@ -205,14 +200,14 @@ def resolve_inception_weights(path: str | Path = "", *, allow_download: bool = T
         path = Path(path)
         if not path.is_file():
             raise UserError(f"eval.inception_weights = {str(path)!r} does not exist; {_how_to_supply(url)}")
-        if not _sha256(path).startswith(sha256_prefix):
+        if not sha256_of(path).startswith(sha256_prefix):
             raise UserError(f"eval.inception_weights = {str(path)!r}: sha256 does not start with {sha256_prefix} "
                             f"(not the FID Inception-v3 weights); {_how_to_supply(url)}")
         return path
     cache = Path(hub_dir if hub_dir is not None else torch.hub.get_dir()) / "checkpoints"
     for name in INCEPTION_FILENAMES:
         candidate = cache / name
-        if candidate.is_file() and _sha256(candidate).startswith(sha256_prefix):
+        if candidate.is_file() and sha256_of(candidate).startswith(sha256_prefix):
             return candidate
     if not allow_download:
         raise UserError(f"FID Inception-v3 weights not found in {cache}; {_how_to_supply(url)}")
@@ -260,7 +255,8 @@ class _ImageTensorDataset(torch.utils.data.Dataset):
 
 @functools.lru_cache(maxsize=4)
 def get_extractor(space_name: str, weights_path: str | None = None, runtime: str = "torch", batch_size: int = 32):
-    """The space's registered torch-fidelity extractor (memoised per process: loading costs seconds)."""
+    """The space's registered torch-fidelity extractor (memoised per process: loading costs seconds).
+    `runtime` is eval.runtime (auto | openvino | torch); only EfficientNet-Lite0 has a faster runtime."""
     register_extractors()
     space = get_space(space_name)
     kwargs = {"verbose": False}
@@ -275,7 +271,8 @@ def extract_features(images: torch.Tensor, space_name: str, batch_size: int = 32
                      runtime: str = "torch", progress: bool = False) -> torch.Tensor:
     """uint8 images [N, 3, H, W] -> float32 features [N, dim] in the named space (torch-fidelity's loop).
 
-    runtime: `torch`, or `openvino` (EfficientNet-Lite0 only, parity-checked; other spaces stay on PyTorch).
+    runtime: eval.runtime; `auto` / `openvino` run EfficientNet-Lite0 on OpenVINO after a parity check (other spaces
+    stay on PyTorch; `feature_parity` says which runtime was used).
     """
     space = get_space(space_name)
     weights = str(resolve_inception_weights(inception_weights)) if space_name == "inception" else None
@@ -283,6 +280,14 @@ def extract_features(images: torch.Tensor, space_name: str, batch_size: int = 32
     feats = get_featuresdict_from_dataset(_ImageTensorDataset(images), extractor, batch_size, cuda=False,
                                           save_cpu_ram=True, verbose=progress)  # save_cpu_ram: no worker processes.
     return feats[space.layer].float()
+
+
+def feature_parity(space_name: str, runtime: str = "torch", batch_size: int = 32) -> ParityRecord:
+    """The parity record of the extractor `extract_features` uses with these arguments (other spaces than
+    EfficientNet-Lite0 always run on PyTorch)."""
+    if space_name != "enl0":
+        return unchecked(get_space(space_name).label, runtime, "pytorch")
+    return get_extractor("enl0", None, runtime, batch_size).parity
 
 
 @torch.no_grad()

@@ -104,7 +104,7 @@ def paired_fidelity(images: torch.Tensor, reference: torch.Tensor) -> dict:
     """PSNR / SSIM of each image against its reference (same latent), averaged over the set.
 
     `psnr_db` is the mean per-image PSNR over images that differ from their reference; identical images
-    (infinite PSNR) are counted in `identical_images`, and when every image is identical `psnr_db` is absent.
+    (infinite PSNR) are counted in `identical_images`, and when every image is identical `psnr_db` is None.
     """
     a, b = _hwc(images), _hwc(reference)
     if a.shape != b.shape:
@@ -117,7 +117,5 @@ def paired_fidelity(images: torch.Tensor, reference: torch.Tensor) -> dict:
             psnrs.append(peak_signal_noise_ratio(y, x, data_range=255))
         ssims.append(structural_similarity(y, x, data_range=255, channel_axis=-1, gaussian_weights=True, sigma=1.5,
                                            use_sample_covariance=False))
-    out = {"ssim": float(np.mean(ssims)), "mse": float(np.mean(mses)), "identical_images": len(a) - len(psnrs)}
-    if psnrs:
-        out["psnr_db"] = float(np.mean(psnrs))
-    return out
+    return {"ssim": float(np.mean(ssims)), "mse": float(np.mean(mses)), "identical_images": len(a) - len(psnrs),
+            "psnr_db": float(np.mean(psnrs)) if psnrs else None}

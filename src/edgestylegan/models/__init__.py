@@ -1,3 +1,2 @@
-from .mobilestylegan import Generator, GeneratorConfig, MappingNetwork, MobileSynthesisNetwork
-
-__all__ = ["Generator", "GeneratorConfig", "MappingNetwork", "MobileSynthesisNetwork"]
+"""Model definitions: MobileStyleGAN (one family for loading, pruning, quantization, distillation), StyleGAN2, the
+discriminator, Haar wavelets, EfficientNet-Lite0, analytic MACs."""

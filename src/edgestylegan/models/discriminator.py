@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .stylegan2 import _filter, _kernel_2d
+from .stylegan2 import filter_2d, kernel_2d
 
 
 class EqualConv2d(nn.Module):
@@ -30,13 +30,13 @@ class EqualConv2d(nn.Module):
         self.blur_pad = ((p + 1) // 2, p // 2)
         self.padding = 0 if blur else kernel_size // 2
         if blur:
-            self.register_buffer("blur_kernel", _kernel_2d(), persistent=False)
+            self.register_buffer("blur_kernel", kernel_2d(), persistent=False)
         else:
             self.blur_kernel = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.blur_kernel is not None:
-            x = _filter(x, self.blur_kernel, self.blur_pad)
+            x = filter_2d(x, self.blur_kernel, self.blur_pad)
         x = F.conv2d(x, self.weight * self.scale, stride=self.stride, padding=self.padding)
         if self.bias is not None:
             x = x + self.bias[None, :, None, None]

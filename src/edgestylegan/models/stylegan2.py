@@ -3,7 +3,8 @@
 Used as a distillation teacher (spec section 1.4). The synthesis modules carry rosinality's names and its raw
 equalized-lr parametrisation, so a `g_ema` state dict loads name-to-name; the mapping network reuses
 `mobilestylegan.MappingNetwork` (effective weights), so the raw `style.k.*` tensors are converted on load:
-W_eff = W_raw * lr_mlp / sqrt(style_dim), b_eff = b_raw * lr_mlp.
+W_eff = W_raw * lr_mlp / sqrt(style_dim), b_eff = b_raw * lr_mlp. Reading those files and mapping their keys is
+`io.stylegan2_checkpoint`'s; this module is only the architecture.
 
 Differences from the reference code that do not change the function:
 * Modulation is applied to the activations and demodulation to the output (rosinality modulates the weights and
@@ -13,18 +14,13 @@ Differences from the reference code that do not change the function:
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import pickle
-import re
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
 from .mobilestylegan import MappingNetwork, NoiseMode, StyleBasedGenerator
 
 BLUR_KERNEL = (1.0, 3.0, 3.0, 1.0)
@@ -66,13 +62,13 @@ class StyleGAN2Config:
 # upfirdn2d with the separable [1, 3, 3, 1] kernel (symmetric, so flipping is a no-op).
 
 
-def _kernel_2d(taps=BLUR_KERNEL) -> torch.Tensor:
+def kernel_2d(taps=BLUR_KERNEL) -> torch.Tensor:
     k = torch.tensor(taps, dtype=torch.float32)
     k = torch.outer(k, k)
     return k / k.sum()
 
 
-def _filter(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+def filter_2d(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
     channels = x.shape[1]
     x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
     weight = kernel.to(x.dtype)[None, None].expand(channels, 1, -1, -1)
@@ -115,7 +111,7 @@ class ModulatedConv2d(nn.Module):
         self.upsample = upsample
         self.padding = kernel_size // 2
         if upsample:  # Blur after the stride-2 transposed conv: pad (1, 1), kernel x factor^2.
-            self.register_buffer("blur_kernel", _kernel_2d() * 4, persistent=False)
+            self.register_buffer("blur_kernel", kernel_2d() * 4, persistent=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         style = self.modulation(w)                                        # [B, I]
@@ -123,7 +119,7 @@ class ModulatedConv2d(nn.Module):
         x = x * style[:, :, None, None]
         if self.upsample:
             x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)  # [B, O, 2H+1, 2W+1]
-            x = _filter(x, self.blur_kernel, (1, 1))                      # [B, O, 2H, 2W]
+            x = filter_2d(x, self.blur_kernel, (1, 1))                    # [B, O, 2H, 2W]
         else:
             x = F.conv2d(x, weight, padding=self.padding)
         if self.demodulate:
@@ -172,14 +168,14 @@ class ToRGB(nn.Module):
         self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
         if upsample:  # upfirdn2d(up=2, pad=(2, 1)) with kernel x factor^2.
-            self.register_buffer("upsample_kernel", _kernel_2d() * 4, persistent=False)
+            self.register_buffer("upsample_kernel", kernel_2d() * 4, persistent=False)
         else:
             self.upsample_kernel = None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv(x, w) + self.bias
         if skip is not None:
-            out = out + _filter(_zero_insert(skip), self.upsample_kernel, (2, 1))
+            out = out + filter_2d(_zero_insert(skip), self.upsample_kernel, (2, 1))
         return out
 
 
@@ -246,117 +242,3 @@ class StyleGAN2Generator(StyleBasedGenerator):
         self.mapping = MappingNetwork(config.style_dim, config.mapping_layers)
         self.synthesis = StyleGAN2Synthesis(config)
         self.register_buffer("w_avg", torch.zeros(config.style_dim))
-
-
-#----------------------------------------------------------------------------
-# Loading rosinality checkpoints.
-
-
-class StyleGAN2FormatError(UserError):
-    """A StyleGAN2 file that is missing, unreadable or not in rosinality's generator format."""
-
-
-_IGNORED_BUFFERS = re.compile(r"^(convs\.\d+\.conv\.blur\.kernel|to_rgbs\.\d+\.upsample\.kernel)$")
-
-
-def _read_torch_file(path: Path) -> dict:
-    # weights_only: never execute pickled code. rosinality training checkpoints also hold an argparse.Namespace.
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
-        raise StyleGAN2FormatError(f"{path}: cannot read as a (weights-only) torch checkpoint: {e}") from e
-
-
-def infer_config(state: dict[str, torch.Tensor], lr_mlp: float = 0.01) -> StyleGAN2Config:
-    """Architecture from the tensor shapes of a rosinality generator state dict."""
-    try:
-        style_dim = state["style.1.weight"].shape[0]
-        mapping_layers = len([k for k in state if re.fullmatch(r"style\.\d+\.weight", k)])
-        num_blocks = len([k for k in state if re.fullmatch(r"to_rgbs\.\d+\.bias", k)])
-        channels = [state["input.input"].shape[1]]
-        channels += [state[f"convs.{2 * i}.conv.weight"].shape[1] for i in range(num_blocks)]
-    except KeyError as e:
-        raise StyleGAN2FormatError(f"not a rosinality StyleGAN2 generator state dict: key {e} is missing") from e
-    return StyleGAN2Config(style_dim=style_dim, mapping_layers=mapping_layers, resolution=2 ** (num_blocks + 2),
-                           channels=tuple(channels), lr_mlp=lr_mlp)
-
-
-def generator_from_rosinality(state: dict[str, torch.Tensor], latent_avg: torch.Tensor | None = None,
-                              lr_mlp: float = 0.01, source: str = "state dict") -> StyleGAN2Generator:
-    """Build a generator from a rosinality `g_ema` state dict; every key must be used and every shape match."""
-    config = infer_config(state, lr_mlp)
-    gen = StyleGAN2Generator(config)
-    target = gen.synthesis.state_dict()
-    synthesis_state, mapping_state = {}, {}
-    scale = lr_mlp / math.sqrt(config.style_dim)
-    unexpected = []
-    for key, value in state.items():
-        m = re.fullmatch(r"style\.(\d+)\.(weight|bias)", key)
-        if m:
-            index = int(m.group(1)) - 1  # style.0 is PixelNorm.
-            if not 0 <= index < config.mapping_layers:
-                unexpected.append(key)
-                continue
-            mapping_state[f"layers.{index}.{m.group(2)}"] = value * (scale if m.group(2) == "weight" else lr_mlp)
-        elif _IGNORED_BUFFERS.match(key):
-            if value.shape != (4, 4) or not torch.allclose(value.float(), _kernel_2d() * 4, atol=1e-6):
-                raise StyleGAN2FormatError(f"{source}: {key} is not the [1, 3, 3, 1] blur kernel this loader implements")
-        elif key in target:
-            synthesis_state[key] = value
-        else:
-            unexpected.append(key)
-    missing = sorted(set(target) - set(synthesis_state))
-    missing += sorted(set(gen.mapping.state_dict()) - set(mapping_state))
-    if missing or unexpected:
-        raise StyleGAN2FormatError(f"{source}: missing tensors {missing[:5]}, unexpected tensors {sorted(unexpected)[:5]} "
-                                   "(expected a rosinality stylegan2-pytorch generator state dict)")
-    for name, sd, module in (("synthesis", synthesis_state, gen.synthesis), ("mapping", mapping_state, gen.mapping)):
-        expected = module.state_dict()
-        for key, value in sd.items():
-            if value.shape != expected[key].shape:
-                raise StyleGAN2FormatError(f"{source}: {key} has shape {tuple(value.shape)}, the architecture inferred "
-                                           f"from the other tensors expects {tuple(expected[key].shape)}")
-        module.load_state_dict({k: v.float() for k, v in sd.items()})
-    if latent_avg is not None:
-        if latent_avg.numel() != config.style_dim:
-            raise StyleGAN2FormatError(f"{source}: latent_avg has {latent_avg.numel()} values, expected {config.style_dim}")
-        gen.w_avg.copy_(latent_avg.reshape(-1).float())
-    else:
-        gen.estimate_w_avg()
-    return gen.eval()
-
-
-def load_rosinality(path: str | Path, key: str = "g_ema", lr_mlp: float = 0.01) -> StyleGAN2Generator:
-    """Load `ckpt[key]` (default g_ema) of a rosinality checkpoint (a bare state dict is accepted too).
-
-    w_avg comes from `latent_avg` when the file has it, else it is estimated from 4096 latents (seed 0).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise StyleGAN2FormatError(f"StyleGAN2 checkpoint {path} does not exist")
-    ckpt = _read_torch_file(path)
-    if not isinstance(ckpt, dict):
-        raise StyleGAN2FormatError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
-    if key in ckpt:
-        state = ckpt[key]
-    elif "style.1.weight" in ckpt:
-        state = ckpt
-    else:
-        raise StyleGAN2FormatError(f"{path}: no `{key}` entry (keys: {sorted(ckpt)[:8]}); expected rosinality's "
-                                   "{'g_ema': state_dict, 'latent_avg': ...} format")
-    return generator_from_rosinality(state, ckpt.get("latent_avg"), lr_mlp, source=str(path))
-
-
-def to_rosinality_state_dict(gen: StyleGAN2Generator) -> dict[str, torch.Tensor]:
-    """Inverse of the loader (raw equalized-lr mapping weights, blur kernels included): for round trips and export."""
-    config = gen.config
-    scale = config.lr_mlp / math.sqrt(config.style_dim)
-    state = {k: v.detach().clone() for k, v in gen.synthesis.state_dict().items()}
-    for i in range(config.mapping_layers):
-        state[f"style.{i + 1}.weight"] = gen.mapping.layers[i].weight.detach() / scale
-        state[f"style.{i + 1}.bias"] = gen.mapping.layers[i].bias.detach() / config.lr_mlp
-    for i in range(config.num_blocks):
-        state[f"convs.{2 * i}.conv.blur.kernel"] = _kernel_2d() * 4
-        state[f"to_rgbs.{i}.upsample.kernel"] = _kernel_2d() * 4
-    return state

@@ -1,16 +1,20 @@
-"""reports/report.md, reports/metrics.csv, reports/plots/*.csv and reports/figures/*.png from the metrics files."""
+"""reports/report.md, reports/metrics.csv, reports/plots/*.csv and reports/figures/*.png from the artifacts."""
 from __future__ import annotations
 
 import csv
 import math
 from pathlib import Path
 
+from ..artifacts.quantize import ENGINE_RUNTIMES
 from ..io.atomic import atomic_path, write_text
+from ..paths import Paths
 from . import figures
-from .collect import Sources, Variant, collect, variants_from_params
-from .earlier import comparison_rows
+from .collect import Inputs, Variant, collect, read_inputs, variants_from_params
+from .earlier import HEADER as EARLIER_HEADER, comparison_rows
 
 SPACE_SHORT = {"fd_enl0": "EfficientNet-Lite0 FD (1280-d)", "fid": "Inception-v3 FID (2048-d)"}
+INT8_FILES = {runtime: engine for engine, runtimes in ENGINE_RUNTIMES.items() for runtime in runtimes}
+ENGINE_FILES = {"onnxruntime": "int8.onnx", "torch": "int8_torch.safetensors"}
 
 
 def _num(x, spec=".3g", scale=1.0, suffix="") -> str:
@@ -33,19 +37,18 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
             w.writerows([["" if v is None else v for v in r] for r in rows])
 
 
-def protocol_from(eval_p: dict, side: dict, extra: dict) -> dict:
-    info = side["info"].get("teacher") or next(iter(side["info"].values()), {})
-    spaces = info.get("feature_spaces") or {}
-    first = eval_p["feature_spaces"][0]
-    fd_key = (spaces.get(first) or {}).get("fd_key", "fd_enl0" if first == "enl0" else "fid")
-    kid_key = (spaces.get(first) or {}).get("kid_key", "kid_enl0" if first == "enl0" else "kid_inception")
+def protocol_from(eval_p: dict, inp: Inputs, extra: dict) -> dict:
+    info = inp.infos.get("teacher") or next(iter(inp.infos.values()))
+    spaces = info.feature_spaces
+    first = spaces[eval_p["feature_spaces"][0]]
     n = eval_p["num_samples"]
-    return {"n": n, "fd_key": fd_key, "kid_key": kid_key, "space_short": SPACE_SHORT.get(fd_key, fd_key),
-            "spaces": spaces, "resolution": eval_p["resolution"], "truncation": eval_p["truncation"],
+    return {"n": n, "fd_key": first["fd_key"], "kid_key": first["kid_key"],
+            "space_short": SPACE_SHORT.get(first["fd_key"], first["fd_key"]), "spaces": spaces,
+            "resolution": eval_p["resolution"], "truncation": eval_p["truncation"],
             "seeds": f"{eval_p['seed']}..{eval_p['seed'] + n - 1}",
             "reference_seeds": f"{eval_p['reference_seed']}..{eval_p['reference_seed'] + n - 1}",
-            "kid": info.get("kid", ""), "inception": info.get("inception_weights", "unknown"),
-            "reference_stats": info.get("reference_stats"), "feature_spaces": eval_p["feature_spaces"], **extra}
+            "kid": info.kid, "inception": info.inception_weights, "reference_stats": info.reference_stats,
+            "feature_spaces": eval_p["feature_spaces"], **extra}
 
 
 def _protocol_md(p: dict) -> str:
@@ -79,56 +82,190 @@ def _protocol_md(p: dict) -> str:
     return "\n".join(lines)
 
 
-def build_report(eval_p: dict, report_p: dict, prune_amounts: list[float], root: Path, out: Path,
-                 extra: dict | None = None) -> dict:
-    """Write every report output under `out` (normally reports/); returns {figure name: caption or reason}."""
-    variants: list[Variant] = variants_from_params(report_p["variants"], prune_amounts)
-    rows, side = collect(variants, Sources(root))
-    p = protocol_from(eval_p, side, extra or {})
+def _psnr(x) -> str:
+    return "∞ (identical)" if x is None else f"{x:.2f}"
+
+
+def _latency_md(inp: Inputs, variants: list[Variant]) -> list[str]:
+    """Ratios within one run (a variant and its fp32 reference, interleaved in account@<variant>), and the setups."""
+    reference_of = {"int8": "float.onnx of stage quantize (ONNX Runtime / OpenVINO); the operating point's float "
+                            "model (PyTorch)",
+                    "student-int8": "float.onnx of stage quantize_student (ONNX Runtime / OpenVINO); the student "
+                                    "(PyTorch)",
+                    "pruned": "the dense base model prune.base (PyTorch)"}
+    rows = []
+    for v in variants:
+        s = inp.sizes[v.id]
+        for runtime, ms in s.latency_ms.items():
+            family = runtime.split("_")[0]
+            ratio = s.latency_over_fp32_same_runtime.get(family)
+            if ratio is None:
+                continue
+            ref = s.reference_latency_ms[f"{family}_fp32"]
+            rows.append([v.id, f"{runtime} / {family}_fp32", f"{ms:.1f}", f"{ref:.1f}", f"{ratio:.2f}",
+                         f"`{v.stage('account')}`", reference_of[v.kind]])
+    setups: dict[tuple, list[str]] = {}
+    for v in variants:
+        st = inp.sizes[v.id].latency_setup
+        cpu = st["cpu"]
+        key = (cpu["model_name"], ", ".join(cpu["isa"]) or "none of avx2 / avx512 / vnni / amx reported",
+               st["threads"], st["repeats"], st["warmup"], st["batch"])
+        setups.setdefault(key, []).append(v.id)
+    md = ["## Latency", "",
+          "Each variant is timed in its own run (stage `account@<variant>`, or `account_pruned@<amount>`), so the "
+          "latency column of the table above compares different runs: the machine's load differs between them. "
+          "Ratios are taken only within one run: the variant and the fp32 reference it is compared with were timed "
+          "interleaved, call by call, in the run named.", ""]
+    if rows:
+        md += [_md_table(["variant", "runtime / reference runtime", "variant ms (median)", "reference ms (median)",
+                          "ratio", "run", "reference"], rows), ""]
+    else:
+        md += ["No ratio was measured (no variant with an fp32 reference timed on the same runtime).", ""]
+    for (cpu, isa, threads, repeats, warmup, batch), ids in setups.items():
+        md.append(f"- {', '.join(ids)}: {cpu} (ISA flags: {isa}); batch {batch}, threads {threads}, median of "
+                  f"{repeats} calls after {warmup} untimed.")
+    return md + [""]
+
+
+def _int8_md(inp: Inputs, variants: list[Variant], engine: str) -> list[str]:
+    md = ["## int8 fidelity per engine", "",
+          "int8 against its fp32 source on the same latents (stage quantize / quantize_student; PSNR over images in "
+          f"[-1, 1]). The `int8` and `student-int8` rows above are the quantize.engine = {engine} file "
+          f"({ENGINE_FILES[engine]}); the other runtimes are shown for comparison.", ""]
+    rows, notes = [], []
+    for v in variants:
+        q = inp.quantize.get(v.id)
+        if q is None:
+            continue
+        for runtime, mean in q.psnr_db.items():
+            file = ENGINE_FILES[INT8_FILES[runtime]]
+            rows.append([v.id, runtime, file + (" (the variant's file)" if INT8_FILES[runtime] == engine else ""),
+                         _psnr(mean), _psnr(q.psnr_db_min[runtime]),
+                         "yes" if q.psnr_meets_target[runtime] else "no"])
+        sites = q.sites
+        notes.append(f"- {v.id}: {sites['int8']:.0f} of {sites['total']:.0f} conv sites int8 "
+                     f"({_num(sites['int8_mac_fraction'], '.1f', 100)} % of their MACs), {sites['float']:.0f} kept "
+                     f"float to reach quantize.min_psnr = {q.psnr_target_db:g} dB on {q.num_fidelity_latents} "
+                     f"latents; simulated PSNR {_psnr(q.simulated_psnr_db['chosen'])} dB as chosen, "
+                     f"{_psnr(q.simulated_psnr_db['all_int8'])} dB all int8"
+                     + (f"; all int8 on ONNX Runtime measured {_psnr(q.all_int8['onnxruntime_int8_psnr_db'])} dB "
+                        f"({q.all_int8['int8_onnx_bytes'] / 1e6:.2f} MB)" if q.all_int8 else "") + ".")
+    if not rows:
+        return []
+    return md + [_md_table(["variant", "runtime", "file", "PSNR mean dB", "PSNR min dB", "meets target"], rows), ""] \
+        + notes + [""]
+
+
+def _distill_md(inp: Inputs) -> list[str]:
+    d = inp.distill
+    if d is None:
+        return []
+    init = (d.val_at_init or {}).get("psnr_db")
+    t = d.train
+    return ["## Distillation", "",
+            f"Stage distill: the student ({d.student['resolution']} px, {d.student['params_synthesis']:,} synthesis "
+            f"parameters) against the teacher's images on {d.val['num_latents']:.0f} held-out latents "
+            f"(truncation {d.val['truncation']:g}).", "",
+            _md_table(["held-out PSNR dB at init", "after training", "worst latent after", "loss first → last",
+                       "steps", "training seconds", "pool latents"],
+                      [[_num(init, ".2f"), _num(d.val["psnr_db"], ".2f"), _num(d.val["psnr_db_min"], ".2f"),
+                        f"{t['loss_total_first']:.4g} → {t['loss_total_last']:.4g}", f"{t['steps']:.0f}"
+                        + (f" (resumed at {t['resumed_from']:.0f})" if t["resumed_from"] else ""),
+                        f"{t['seconds']:.0f}", f"{t['pool_size']:.0f}"]]), ""]
+
+
+def _parity_md(inp: Inputs) -> list[str]:
+    par = inp.teacher.parity
+    md = ["## Teacher parity", ""]
+    if par is None:
+        return md + ["Not checked: teacher.source is not `random-face`, so there is no original IR to compare "
+                     "with.", ""]
+    return md + [f"Stage fetch_teacher: our PyTorch teacher vs the original IR on OpenVINO (f32), the same w, over "
+                 f"{par['num_latents']:.0f} images of {inp.teacher.resolution} px at truncation "
+                 f"{par['truncation']:g}.", "",
+                 _md_table(["max abs diff", "mean abs diff", "mapping max abs (w)", "OpenVINO vs our float64 max abs",
+                            "tolerance (teacher.parity_tolerance)"],
+                           [[f"{par['max_abs']:.2e}", f"{par['mean_abs']:.2e}", f"{par['mapping_max_abs']:.2e}",
+                             f"{par['openvino_vs_float64_max_abs']:.2e}", f"{par['tolerance']:.1e}"]]), "",
+                 "The OpenVINO-vs-float64 error is the float32 round-off floor any f32 implementation reaches.", ""]
+
+
+def _fallbacks_md(inp: Inputs, variants: list[Variant]) -> list[str]:
+    records = []
+    for v in variants:
+        info = inp.infos[v.id]
+        records.append((v.stage("evaluate"), info.generation_parity))
+        records += [(v.stage("evaluate"), r) for r in info.feature_parity.values()]
+    if inp.distill is not None:
+        records.append(("distill_pool", inp.distill.renderer_parity))
+    lines = [f"- `{stage}`, {r['what']}: {r['fallback_reason']}; ran on {r['runtime']}"
+             for stage, r in records if r.get("fallback_reason")]
+    return ["## Runtime fallbacks", "",
+            "Every runtime choice made with `auto` is checked against PyTorch first; a fallback is listed here.", ""] \
+        + (list(dict.fromkeys(lines)) or ["none"]) + [""]
+
+
+def build_report(params: dict, paths: Paths) -> dict:
+    """Write every report output under paths.reports; returns {figure name: (drawn, caption or reason)}.
+
+    params: the eval, report, prune and quantize sections."""
+    eval_p, report_p, prune_p = params["eval"], params["report"], params["prune"]
+    out = paths.reports
+    variants: list[Variant] = variants_from_params(report_p["variants"], prune_p["amounts"])
+    inp = read_inputs(variants, paths)
+    rows = collect(inp)
+    extra = {"prune_targets": prune_p["targets"],
+             "prune_recipe": f"{prune_p['method']} / {prune_p['scope']} / {prune_p['targets']}",
+             "calibration": params["quantize"]["calibration_samples"]}
+    p = protocol_from(eval_p, inp, extra)
     fd, kid = p["fd_key"], p["kid_key"]
     has_fid = any(r.get("fid") is not None for r in rows) and fd != "fid"
 
     # CSVs: one row per variant, plus the plot data for `dvc plots diff`.
     columns = list(dict.fromkeys(k for r in rows for k in r))
     _write_csv(out / "metrics.csv", columns, [[r.get(c) for c in columns] for r in rows])
-    for r in rows:
-        if r["kind"] == "teacher" and r["bytes_dense"] is None:
-            r["bytes_dense"] = r["bytes"]   # The teacher is stored dense.
     sweep = [r for r in rows if r["kind"] in ("teacher", "pruned")]
     _write_csv(out / "plots" / "sweep.csv",
                ["variant", "amount", "sparsity_synthesis_pct", fd, f"{kid}_mean", "psnr_db", "ssim"],
-               [[r["variant"], r["amount"] or 0.0,
-                 None if r["sparsity_synthesis"] is None else 100 * r["sparsity_synthesis"],
-                 r.get(fd), r.get(f"{kid}_mean"), r["psnr_db"], r["ssim"]] for r in sweep])
+               [[r["variant"], r["amount"] or 0.0, _pct(r["sparsity_synthesis"]), r.get(fd), r.get(f"{kid}_mean"),
+                 r["psnr_db"], r["ssim"]] for r in sweep])
+    latency = {v.id: inp.sizes[v.id].latency_ms for v in variants}
     _write_csv(out / "plots" / "latency.csv", ["label", "variant", "runtime", "latency_ms"],
-               [[f"{v} / {rt}", v, rt, ms] for v, lat in side["latency"].items() for rt, ms in lat.items()])
-    layer_rows = [[v, i, name, s] for v, layers in side["per_layer"].items()
-                  for i, (name, s) in enumerate(layers.items())]
+               [[f"{v} / {rt}", v, rt, ms] for v, lat in latency.items() for rt, ms in lat.items()])
+    layer_rows = [[v, i, name, s] for v, layers in inp.layers.items() for i, (name, s) in enumerate(layers.items())]
     _write_csv(out / "plots" / "layer_sparsity.csv", ["variant", "layer_index", "layer", "sparsity"], layer_rows)
 
     # Figures.
-    fig_dir = out / "figures"
-    strips = [(v.label, Sources(root).strip(v), (side["info"].get(v.id) or {}).get("resolution", eval_p["resolution"]))
-              for v in variants]
+    strips = [(v.label, inp.strips[v.id], inp.evals[v.id].resolution) for v in variants]
     grid_cols = min(report_p["grid_columns"], eval_p["strip_columns"])
     seeds = list(range(eval_p["seed"], eval_p["seed"] + grid_cols))
     jobs = {
         "samples_grid": lambda path: figures.sample_grid(strips, grid_cols, seeds, path),
         "metric_vs_sparsity": lambda path: figures.metric_vs_sparsity(rows, p, path),
         "size_vs_metric": lambda path: figures.size_vs_metric(rows, p, path),
-        "latency_by_runtime": lambda path: figures.latency_by_runtime(side["latency"], path),
-        "per_layer_sparsity": lambda path: figures.per_layer_sparsity(side["per_layer"], path),
+        "latency_by_runtime": lambda path: figures.latency_by_runtime(latency, path),
+        "per_layer_sparsity": lambda path: figures.per_layer_sparsity(inp.layers, path),
     }
     captions = {}
     for name, job in jobs.items():
-        path = fig_dir / f"{name}.png"
+        path = out / "figures" / f"{name}.png"
         try:
             captions[name] = (True, job(path))
         except figures.NoData as e:
             path.unlink(missing_ok=True)   # A stale figure from an earlier run must not look current.
             captions[name] = (False, str(e))
 
-    # Tables.
+    write_text(out / "report.md", "\n".join(_markdown(rows, inp, variants, p, has_fid, captions, params)))
+    return captions
+
+
+def _pct(x):
+    return None if x is None else 100 * x
+
+
+def _markdown(rows, inp: Inputs, variants, p: dict, has_fid: bool, captions: dict, params: dict) -> list[str]:
+    fd, kid = p["fd_key"], p["kid_key"]
+
     def psnr(r):
         if r["psnr_db"] is None:
             return "∞ (identical)" if r.get("identical_images") else "—"
@@ -155,27 +292,30 @@ def build_report(eval_p: dict, report_p: dict, prune_amounts: list[float], root:
                    _num(r["sparsity_synthesis"], ".2f", 100, " %"), _num(r["sparsity_all"], ".2f", 100, " %"),
                    _num(r["nonzeros"], ",.0f"),
                    _num(r["bytes_dense"], ".2f", 1e-6, " MB"), _num(r["bytes"], ".2f", 1e-6, " MB"),
-                   _num(r.get(fd), ".4g"), kid_cell(r, kid), psnr(r), _num(r["ssim"], ".4f")] for r in sweep]
+                   _num(r.get(fd), ".4g"), kid_cell(r, kid), psnr(r), _num(r["ssim"], ".4f")]
+                  for r in rows if r["kind"] in ("teacher", "pruned")]
     student = next((r for r in rows if r["kind"] == "student"), None)
+
     def seconds(info):
-        sec = info.get("seconds") or {}
         parts = ("load", "generate_and_features", "metrics")
-        return " / ".join(_num(sec.get(k), ".0f") for k in parts) if sec else "—"
+        return " / ".join(_num(info.seconds.get(k), ".0f") for k in parts)
 
     throughput = []
-    for r in rows:
-        info = side["info"][r["variant"]]
-        reused = info.get("is_teacher")
-        throughput.append([r["variant"], r["runtime"] or "—",
-                           _num(r["gen_images_per_s"], ".2f") + (" (eval_reference)" if reused else ""),
-                           _num((info.get("generation") or {}).get("parity_max_abs"), ".1e"),
-                           "reused" if reused else _num(info.get("feature_images_per_s"), ".1f"), seconds(info)])
+    for v in variants:
+        info = inp.infos[v.id]
+        throughput.append([v.id, info.generation_parity["runtime"],
+                           _num(info.generation.get("images_per_s"), ".2f")
+                           + (" (eval_reference)" if info.is_teacher else ""),
+                           _num(info.generation_parity.get("max_abs"), ".1e"),
+                           "reused" if info.is_teacher else _num(info.feature_images_per_s, ".1f"), seconds(info)])
 
     md = [
         "# MobileStyleGAN compression study: results",
         "",
-        "Generated by `dvc repro report` from the files under `metrics/`; do not edit by hand. Every number below "
-        "was measured by this pipeline on the pretrained MobileStyleGAN FFHQ-1024 teacher.",
+        "Generated by `dvc repro report` from the artifacts under `metrics/` and `reports/`; do not edit by hand. "
+        "Every number in the variant tables was measured by this pipeline on the teacher of stage fetch_teacher and "
+        "its variants. The only numbers not measured here are the earlier study's and the MobileStyleGAN paper's, "
+        "in the comparison table's \"theirs\" column, where they are labelled as their published constants.",
         "",
         "## How the quality numbers were measured",
         "",
@@ -184,29 +324,36 @@ def build_report(eval_p: dict, report_p: dict, prune_amounts: list[float], root:
         "## All variants",
         "",
         f"Quality columns: N = {p['n']}, reference = teacher samples (disjoint seeds), space as named. `on disk` is "
-        "the size of the stored model file; `non-zeros` counts stored weights that are not zero; latency is the "
-        "fastest runtime measured by stage account (all runtimes in the latency figure).",
+        "the size of the variant's deployable file; `non-zeros` counts stored weights that are not zero (for the "
+        "int8 rows: of the float model that was quantized); latency is the fastest runtime measured by the "
+        "variant's own account run (for int8 rows: on the runtime its quality was measured on), batch 1; every "
+        "runtime is in the latency figure, and ratios within one run are in the Latency section.",
         "",
         _md_table(header, main),
         "",
     ]
     if student:
         md += [f"The student (and its int8 model, student-int8) runs at {student['native_resolution']} px: its "
-               f"rows compare it with the teacher "
-               f"downsampled to {student['resolution']} px on the same latents; its noise floor at that resolution "
-               f"is `{fd}` = {_num(student.get('floor_' + fd), '.4g')}.", ""]
-    md += ["## Pruning sweep", "",
-           f"One-shot pruning of the teacher at each `prune.amounts` entry (amount 0 = the teacher; "
-           f"prune.method / scope / targets = {p.get('prune_recipe', '?')}). Sparsity is the share of zero weights "
-           "in the pruned tensors, in the synthesis network (the earlier study's denominator) and in the whole "
-           "generator (mapping network included); `dense` is the file size with the zeros stored, `on disk` the "
-           "sparse file written.", "",
-           _md_table(sweep_header, sweep_rows), "",
-           "## Earlier study vs ours", "",
-           "The earlier EdgeStyleGAN study's published numbers next to ours, with the reason for each difference "
-           "(facts from reading that study's code).", "",
-           _md_table(["quantity", "earlier study", "ours", "why they differ"],
-                     [list(r) for r in comparison_rows(rows, side, p)]),
+               f"rows compare it with the teacher downsampled to {student['resolution']} px on the same latents; "
+               f"its noise floor at that resolution is `{fd}` = {_num(student.get('floor_' + fd), '.4g')}.", ""]
+    md += _latency_md(inp, variants)
+    if sweep_rows:
+        md += ["## Pruning sweep", "",
+               f"One-shot pruning of prune.base at each `prune.amounts` entry (amount 0 = the teacher, its own zeros "
+               f"counted; prune.method / scope / targets = {p['prune_recipe']}). Sparsity is the share of zero "
+               "weights in the pruned tensors, in the synthesis network (the earlier study's denominator) and in the "
+               "whole generator (mapping network included); `dense` is the file size with the zeros stored, `on "
+               "disk` the sparse file written.", "",
+               _md_table(sweep_header, sweep_rows), ""]
+    md += _int8_md(inp, variants, params["quantize"]["engine"])
+    md += _distill_md(inp)
+    md += _parity_md(inp)
+    md += _fallbacks_md(inp, variants)
+    md += ["## Earlier study vs ours", "",
+           "The earlier EdgeStyleGAN study's and the MobileStyleGAN paper's published numbers (constants, not "
+           "measured here) next to ours, with the reason for each difference (facts from reading that study's "
+           "code). Each row names the protocol of both numbers.", "",
+           _md_table(EARLIER_HEADER, [list(r) for r in comparison_rows(rows, inp.sizes.get("teacher"), p)]),
            "", "## Figures", ""]
     titles = {"samples_grid": "Same-latent samples", "metric_vs_sparsity": "Quality vs sparsity",
               "size_vs_metric": "Size vs quality (Pareto)", "latency_by_runtime": "Latency by runtime",
@@ -220,12 +367,9 @@ def build_report(eval_p: dict, report_p: dict, prune_amounts: list[float], root:
            _md_table(["variant", "runtime", "generation images/s", "OpenVINO vs PyTorch max abs", "features images/s",
                       "seconds: load / generate + features / metrics"], throughput), "",
            "Generation rates include the runtime conversion and the PyTorch parity batch; they were measured while "
-           "the stage ran, so they reflect the machine's load at that time.", ""]
-    if side["missing"]:
-        md += ["## Missing inputs", ""] + [f"- {m}" for m in side["missing"]] + [""]
-    md += ["## Files", "", "- `reports/metrics.csv`: every column above, one row per variant.",
+           "the stage ran, so they reflect the machine's load at that time.", "",
+           "## Files", "", "- `reports/metrics.csv`: every column above, one row per variant.",
            "- `reports/plots/*.csv`: the data behind the figures (`dvc plots diff` reads them).",
            "- `reports/eval/<variant>.png`: each variant's sample strip; `reports/eval/<variant>.json`: its protocol "
-           "and timings.", ""]
-    write_text(out / "report.md", "\n".join(md))
-    return captions
+           "and timings; `metrics/size/<variant>.json`: its size, MACs and latency record.", ""]
+    return md

@@ -38,7 +38,7 @@ def metric_vs_sparsity(rows: list[dict], protocol: dict, path: Path) -> str:
     pts = sorted((r for r in rows if r["kind"] in ("teacher", "pruned") and r.get("sparsity_synthesis") is not None
                   and r.get(fd) is not None), key=lambda r: r["sparsity_synthesis"])
     if len([r for r in pts if r["kind"] == "pruned"]) < 1:
-        raise NoData("no pruned variant has both a sparsity (metrics/prune/<amount>.json) and an evaluation")
+        raise NoData("no pruned variant in report.variants")
     teacher = next((r for r in rows if r["kind"] == "teacher"), None)
     x = [100 * r["sparsity_synthesis"] for r in pts]
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -70,8 +70,7 @@ def size_vs_metric(rows: list[dict], protocol: dict, path: Path) -> str:
     fd = protocol["fd_key"]
     pts = [r for r in rows if r.get("bytes") and r.get(fd) is not None]
     if len(pts) < 2:
-        raise NoData("fewer than two variants have both bytes on disk (metrics/size.json, stage account) and "
-                     f"{fd}")
+        raise NoData(f"fewer than two variants have both bytes on disk and {fd}")
     teacher = next((r for r in rows if r["kind"] == "teacher"), None)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     colors = {"teacher": "black", "pruned": "tab:blue", "int8": "tab:red", "student": "tab:green",
@@ -107,7 +106,7 @@ def size_vs_metric(rows: list[dict], protocol: dict, path: Path) -> str:
 def latency_by_runtime(latency: dict[str, dict[str, float]], path: Path) -> str:
     variants = [v for v, lat in latency.items() if lat]
     if not variants:
-        raise NoData("metrics/size.json has no latency measurements (stage account)")
+        raise NoData("no variant was timed (account.runtimes is empty, or lists no runtime of these variants)")
     runtimes = sorted({rt for v in variants for rt in latency[v]})
     colors = {rt: plt.get_cmap("tab10")(i % 10) for i, rt in enumerate(runtimes)}
     ys, labels, y = [], [], 0.0
@@ -124,16 +123,18 @@ def latency_by_runtime(latency: dict[str, dict[str, float]], path: Path) -> str:
     ax.invert_yaxis()
     ax.margins(x=0.1)
     ax.set_xlabel("latency per image (ms, batch 1)")
-    ax.set_title("Latency by runtime (stage account, this machine)", fontsize=10)
+    ax.set_title("Latency by runtime (stage account@<variant>, one run per variant)", fontsize=10)
     _save(fig, path)
-    return ("Per-image latency of each variant on each runtime it was timed on (stage account, batch 1; see "
-            "metrics/size.json). int8 runtimes execute the same QDQ model with different kernels.")
+    return ("Per-image latency (median, batch 1) of each variant on each runtime it was timed on, from the "
+            "variant's own run (metrics/size/<variant>.json): bars of one variant come from one run, bars of two "
+            "variants from two runs. onnxruntime_int8 and openvino_int8 execute the same QDQ int8.onnx with "
+            "different kernels; torch_int8 runs int8_torch.safetensors.")
 
 
 def per_layer_sparsity(per_layer: dict[str, dict[str, float]], path: Path) -> str:
     series = {v: layers for v, layers in per_layer.items() if layers}
     if not series:
-        raise NoData("no per-layer sparsity in metrics/prune/<amount>.json (stage prune)")
+        raise NoData("no pruned variant in report.variants (per-layer sparsity: reports/prune/<amount>_layers.csv)")
     layers = list(next(iter(series.values())))
     fig, ax = plt.subplots(figsize=(max(8, 0.12 * len(layers)), 4))
     for v, values in series.items():

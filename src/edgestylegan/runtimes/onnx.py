@@ -134,21 +134,40 @@ class OpenVINOOnnxGenerator(_OnnxGeneratorBase):
     runtime = "openvino"
 
     def __init__(self, path: str | Path, threads: int | None = None, precision: str = "f32"):
-        import openvino as ov
-
         super().__init__(path)
-        core = ov.Core()
-        model = core.read_model(str(self.path))
-        model.reshape({"z": [1, self.config.style_dim], "truncation": []})
-        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(model, "CPU", config)
+        self.compiled = compile_openvino(self.path, precision, threads,
+                                         shapes={"z": [1, self.config.style_dim], "truncation": []})
         self.precision = precision
 
     def run_numpy(self, z: np.ndarray, truncation: float) -> np.ndarray:
         psi = np.asarray(truncation, dtype=np.float32)
         return np.concatenate([self.compiled({"z": row[None], "truncation": psi})[0] for row in z])
+
+
+def compile_openvino(path: str | Path, precision: str = "f32", threads: int | None = None,
+                     shapes: dict | None = None):
+    """An ONNX or IR file compiled by OpenVINO for CPU at `precision` ("f32": the CPU default would be bf16), with
+    the latency hint; `shapes` fixes input shapes ({input name: shape}). Returns the callable compiled model."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    if shapes:
+        model.reshape(shapes)
+    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return core.compile_model(model, "CPU", config)
+
+
+def openvino_module(module: nn.Module, example: tuple, precision: str = "f32", opset: int = 17):
+    """A torch module compiled by OpenVINO (via a temporary ONNX export, TorchScript exporter) for the static input
+    shapes of `example`."""
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = Path(tmp) / "module.onnx"
+        torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset)
+        return compile_openvino(path, precision)
 
 
 def openvino_generator(gen: Generator, threads: int | None = None, precision: str = "f32") -> OpenVINOOnnxGenerator:

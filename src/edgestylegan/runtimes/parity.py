@@ -33,14 +33,18 @@ def max_abs_difference(candidate: torch.Tensor, reference: torch.Tensor) -> floa
 
 
 def decide(what: str, requested: str, candidate: str, reference: str, max_abs: float, tolerance: float,
-           knob: str) -> ParityRecord:
-    """Apply the policy to a measured difference. `knob` names the param that selects or tolerates the runtime."""
+           knob: str, reference_choice: str | None = None, tolerance_knob: str | None = None) -> ParityRecord:
+    """Apply the policy to a measured difference. `knob` names the param that selects the runtime,
+    `reference_choice` its value that selects the reference (default: `reference`), `tolerance_knob` the param
+    holding `tolerance` (for the error message)."""
     if max_abs <= tolerance:
         return ParityRecord(what, requested, candidate, max_abs, tolerance, None)
     reason = (f"{what}: {candidate} differs from {reference} by {max_abs:.3g} > {tolerance:.3g}")
     if requested != "auto":
+        loosen = f"raise {tolerance_knob}" if tolerance_knob else "raise the tolerance"
         raise UserError(f"{reason}; {knob} = {requested} was asked for explicitly: set it to auto (falls back to "
-                        f"{reference}) or {reference}, or raise the tolerance if the difference is acceptable")
+                        f"{reference}) or {reference_choice or reference}, or {loosen} if the difference is "
+                        f"acceptable")
     return ParityRecord(what, requested, reference, max_abs, tolerance, reason)
 
 

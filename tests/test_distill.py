@@ -16,7 +16,8 @@ from edgestylegan.artifacts.distill import DistillRecord
 from edgestylegan.config import SCHEMA, ParamsError, defaults, validate
 from edgestylegan.distill.augment import diff_augment, parse_policy
 from edgestylegan.distill.losses import PerceptualLoss, image_pyramid, pyramid_loss, r1_penalty
-from edgestylegan.distill.students import build_student, export_student, psnr, tame_new_modulations
+from edgestylegan.distill.students import build_student, export_student, tame_new_modulations
+from edgestylegan.imaging import psnr
 from edgestylegan.distill.targets import PoolBatches, PoolSpec, TeacherRenderer, build_pool, latents, load_pool
 from edgestylegan.distill.teachers import Teacher
 from edgestylegan.distill.trainer import NOT_TRAINING, TrainConfig, train

@@ -4,6 +4,7 @@ what stages really read in the end-to-end test (tests/test_e2e_pipeline.py, via 
 import ast
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -79,9 +80,10 @@ def test_removing_a_dep_is_caught(tmp_path, root, stage):
     for folder in ("stages", "src", ".dvc"):
         shutil.copytree(root / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info",
                                                                                      "tmp", "cache"))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     pipeline = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
     deps = pipeline["stages"][stage].get("deps") or pipeline["stages"][stage]["do"]["deps"]
-    removed = next(d for d in deps if d.startswith("src/"))
+    removed = next(d for d in deps if d.startswith("src/") and d.endswith(".py"))
     deps.remove(removed)
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     problems = stage_code_problems(tmp_path)

@@ -1,8 +1,19 @@
-"""End to end: the whole `dvc repro` on a tiny params file in a fresh git repo, then a cached no-op rerun."""
+"""End to end: the whole `dvc repro` on a tiny params file in a fresh git repo, then a cached no-op rerun.
+
+While it runs, every stage records the params keys it really reads (EDGESTYLEGAN_TRACE_PARAMS); each must be
+declared in that stage's `params:` in dvc.yaml, or a params change would not rerun the stage.
+"""
+import csv
 import json
+import os
 
 import pytest
+from dvc.repo import Repo
 
+from edgestylegan.artifacts.evaluation import EvalRecord
+from edgestylegan.artifacts.size import SizeRecord
+from edgestylegan.config import SCHEMA, TRACE_ENV
+from edgestylegan.paths import Paths
 from helpers import dvc_project, run
 
 TINY = {
@@ -16,23 +27,65 @@ TINY = {
     "account": {"runtimes": ["torch_fp32", "onnxruntime_int8", "openvino_ir_fp32"], "latency_repeats": 1,
                 "latency_warmup": 0, "pruned_latency": False},
 }
+VARIANTS = ("teacher", "pruned-0.5", "int8", "student", "student-int8")
+
+
+def _declared(stage) -> set[str]:
+    keys = set()
+    for dep in stage.deps:
+        if type(dep).__name__ != "ParamsDependency":
+            continue
+        for entry in dep.params or [f"{s}.{k}" for s in SCHEMA for k in SCHEMA[s]]:   # `params.yaml:` = all
+            keys |= {f"{entry}.{k}" for k in SCHEMA[entry]} if entry in SCHEMA else {entry}
+    return keys
+
+
+def undeclared_reads(project, trace_dir) -> list[str]:
+    repo = Repo(str(project))
+    try:
+        by_cmd = {stage.cmd: stage for stage in repo.index.stages}
+    finally:
+        repo.close()
+    problems, traced = [], set()
+    for path in sorted(trace_dir.glob("*.json")):
+        trace = json.loads(path.read_text())
+        cmd = "python " + " ".join(trace["argv"])
+        stage = by_cmd.get(cmd)
+        assert stage is not None, f"traced a command that is no stage: {cmd}"
+        traced.add(cmd)
+        missing = sorted(set(trace["reads"]) - _declared(stage))
+        if missing:
+            problems.append(f"{stage.addressing} reads {missing} but dvc.yaml does not declare them")
+    assert traced == set(by_cmd), f"stages that never ran: {sorted(set(by_cmd) - traced)}"
+    return problems
 
 
 @pytest.mark.slow
 def test_dvc_repro_whole_pipeline_on_tiny_params(tmp_path, root, venv_env):
-    dvc_project(tmp_path, root, venv_env, TINY, commit=True)   # dvclive (distill) needs a commit
-    run(["dvc", "repro"], tmp_path, venv_env)
+    project, trace = tmp_path / "project", tmp_path / "trace"
+    project.mkdir()
+    dvc_project(project, root, venv_env, TINY, commit=True)   # dvclive (distill) needs a commit
+    run(["dvc", "repro"], project, {**venv_env, TRACE_ENV: str(trace)})
+    assert undeclared_reads(project, trace) == []
 
-    report = (tmp_path / "reports/report.md").read_text()
-    for variant in ("teacher", "pruned-0.5", "int8", "student", "student-int8"):
-        assert variant in report
-        assert json.loads((tmp_path / f"metrics/eval/{variant}.json").read_text())
-    assert "fd_enl0" in report and "N = 8" in report.replace("N=8", "N = 8")
-    size = json.loads((tmp_path / "metrics/size.json").read_text())
-    assert {"teacher", "pruned", "int8", "student", "student-int8"} <= set(size)
-    assert size["student-int8"]["latency_ms"]["onnxruntime_int8"] > 0
-    assert size["int8"]["bytes"] and size["pruned"]
-    assert list((tmp_path / "reports/figures").glob("*.png"))
+    # The report's table is the stages' records: each row's quality and size cells are the evaluated and the
+    # accounted numbers of that variant, and the bytes are those of the file on disk.
+    paths = Paths(project)
+    with open(project / "reports/metrics.csv", newline="") as f:
+        rows = {r["variant"]: r for r in csv.DictReader(f)}
+    assert set(rows) == set(VARIANTS)
+    for variant in VARIANTS:
+        scores = EvalRecord.read(paths.eval_metrics(variant)).scores
+        size = SizeRecord.read(paths.size_metrics(variant))
+        assert float(rows[variant]["fd_enl0"]) == pytest.approx(scores["fd_enl0"], rel=1e-12)
+        assert int(float(rows[variant]["bytes"])) == size.bytes["file"]["bytes"]
+    int8_file = paths.int8_model("onnxruntime")
+    assert SizeRecord.read(paths.size_metrics("int8")).bytes["file"]["bytes"] == os.stat(int8_file).st_size
+    assert SizeRecord.read(paths.size_metrics("teacher")).bytes["file"]["bytes"] == \
+        os.stat(paths.teacher_model).st_size
+    assert EvalRecord.read(paths.eval_metrics("teacher")).scores["fd_enl0"] == \
+        EvalRecord.read(paths.eval_metrics("teacher")).noise_floor["fd_enl0"]
+    assert list((project / "reports/figures").glob("*.png"))
 
-    again = run(["dvc", "repro"], tmp_path, venv_env)
+    again = run(["dvc", "repro"], project, venv_env)
     assert "Data and pipelines are up to date" in again.stdout

@@ -8,6 +8,7 @@ import torch
 import yaml
 from safetensors import safe_open
 
+from edgestylegan.imaging import psnr
 from edgestylegan.artifacts.quantize import QuantizeRecord
 from edgestylegan.compress import quantize as q
 from edgestylegan.errors import UserError
@@ -99,7 +100,7 @@ def test_torch_engine_matches_simulation_and_reloads_exactly(setup, tmp_path, mo
     ref = q.images_of(gen, z, 1.0)
     out = q.images_of(model, z, 1.0)
     sim = q.FakeQuantSimulator(gen, ranges, q.QMAX[backend], z, 1.0, ref)
-    assert abs(float(q.psnr(out, ref).mean()) - sim.psnr(int8_sites)) < 3.0
+    assert abs(float(psnr(out, ref).mean()) - sim.psnr(int8_sites)) < 3.0
     path = tmp_path / "int8.safetensors"
     q.save_torch_int8(gen, ranges, int8_sites, backend, path)
     loaded = load_model(path)
@@ -130,7 +131,7 @@ def test_onnx_engine(setup, tmp_path):
     int8 = load_model(tmp_path / "int8.onnx")
     out = q.images_of(int8, z, 0.8)
     sim = q.FakeQuantSimulator(gen, ranges, 255, z, 0.8, ref)
-    assert abs(float(q.psnr(out, ref).mean()) - sim.psnr(sites[2:])) < 3.0
+    assert abs(float(psnr(out, ref).mean()) - sim.psnr(sites[2:])) < 3.0
     assert (tmp_path / "int8.onnx").stat().st_size < float_path.stat().st_size   # tiny nets: graph overhead dominates
     from edgestylegan.metrics.accounting import stored_elements
 
@@ -210,7 +211,7 @@ def test_quantize_stage(root, tmp_path, monkeypatch, capsys, setup):
     reference = q.images_of(gen, z, p["truncation"])
     for key, model in {"onnxruntime_int8": OnnxRuntimeGenerator(paths.int8_model("onnxruntime")),
                        "torch_int8": load_model(paths.int8_model("torch"))}.items():
-        measured = q.psnr(q.images_of(model, z, p["truncation"]), reference)
+        measured = psnr(q.images_of(model, z, p["truncation"]), reference)
         assert record.psnr_db[key] == pytest.approx(float(measured.mean()), abs=1e-4)
         assert record.psnr_db_min[key] == pytest.approx(float(measured.min()), abs=1e-4)
     assert record.psnr_meets_target == {k: int(v >= 20.0) for k, v in record.psnr_db.items()}

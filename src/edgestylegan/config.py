@@ -283,8 +283,6 @@ SCHEMA["account"] = {
     "latency_warmup": Int(1, low=0),
     "threads": Int(2, low=1),
     "pruned_latency": Bool(True, help="also time each pruned model in torch fp32 (dense kernels)"),
-    "student": Bool(True, help="account models/student.safetensors and models/quantized_student/int8.onnx too "
-                                "(stages distill and quantize_student)"),
 }
 
 

@@ -11,6 +11,13 @@ from PIL import Image
 from .io.atomic import atomic_path
 
 
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of images clamped to the nominal [-1, 1] (peak-to-peak 2); the error is floored so that
+    identical images give a large finite value rather than infinity."""
+    mse = (a.clamp(-1, 1) - b.clamp(-1, 1)).float().square().flatten(1).mean(1)
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-20))
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """[B, 3, H, W] float in [-1, 1] (clamped) -> [B, 3, H, W] uint8."""
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

@@ -47,6 +47,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..io.atomic import atomic_path, write_safetensors
+from ..imaging import psnr
 from ..io.checkpoint import CheckpointError, generator_from_state, read_header
 from ..models.mobilestylegan import Generator, GeneratorConfig, ModulatedConv2d, ModulatedDWConv2d, latents_from_seeds
 
@@ -270,12 +271,6 @@ def with_storage_rounding(gen: Generator, int8_sites, float_weights: str = "int8
 
 
 #---------------------------------------------------------------------------- fidelity and the float-site search
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of images clamped to the nominal [-1, 1] (peak-to-peak 2)."""
-    mse = (a.clamp(-1, 1) - b.clamp(-1, 1)).float().square().flatten(1).mean(1)
-    return 10 * torch.log10(4.0 / mse.clamp_min(1e-20))
 
 
 def finite_or_none(x: float) -> float | None:

@@ -202,9 +202,3 @@ def export_student(student: Generator) -> Generator:
     state = {k: v.detach().cpu() for k, v in student.state_dict().items() if k in out.state_dict()}
     out.load_state_dict(state, strict=True)
     return out.eval()
-
-
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of images in [-1, 1] (clamped), peak-to-peak range 2."""
-    mse = (pred.clamp(-1, 1) - target.clamp(-1, 1)).square().flatten(1).mean(dim=1)
-    return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))

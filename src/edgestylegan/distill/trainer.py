@@ -34,7 +34,8 @@ from ..models.mobilestylegan import Generator
 from ..models.wavelets import idwt_haar
 from .augment import diff_augment, parse_policy
 from .losses import PerceptualLoss, d_logistic, g_nonsaturating, pyramid_loss, r1_penalty
-from .students import fit_heads_lstsq, head_modules, psnr
+from ..imaging import psnr
+from .students import fit_heads_lstsq, head_modules
 from .targets import step_generator
 
 Batches = Callable[[int, int, int], tuple[torch.Tensor, torch.Tensor]]

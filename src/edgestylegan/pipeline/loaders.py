@@ -1,21 +1,23 @@
 """Load any generator file the pipeline produces, by the format recorded in it.
 
 Every loader returns an object callable as `model(z, truncation=1.0)` -> images [B, 3, R, R] with
-`.resolution` and `.style_dim` attributes. Formats register here by name -> "module:function" (imported lazily).
+`.resolution` and `.style_dim` attributes. The registry sits above every format it loads (pipeline layer).
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
+from ..compress.quantize import load_torch_int8
+from ..compress.sparse import load_sparse_generator
 from ..errors import CheckpointError
-from ..io.checkpoint import read_metadata
+from ..io.checkpoint import load_generator, read_metadata
+from ..runtimes.onnx import load_onnx_generator
 
-LOADERS: dict[str, str] = {
-    "edgestylegan.generator.v1": "edgestylegan.io.checkpoint:load_generator",
-    "edgestylegan.sparse_generator.v1": "edgestylegan.compress.sparse:load_sparse_generator",
-    "edgestylegan.int8_generator.v1": "edgestylegan.compress.quantize:load_torch_int8",
-    "onnx": "edgestylegan.runtimes.onnx:load_onnx_generator",
+LOADERS = {
+    "edgestylegan.generator.v1": load_generator,
+    "edgestylegan.sparse_generator.v1": load_sparse_generator,
+    "edgestylegan.int8_generator.v1": load_torch_int8,
+    "onnx": load_onnx_generator,
 }
 
 
@@ -32,5 +34,4 @@ def load_model(path: str | Path):
     fmt = model_format(path)
     if fmt not in LOADERS:
         raise CheckpointError(f"{path}: unknown model format {fmt!r}; known: {sorted(LOADERS)}")
-    module_name, func = LOADERS[fmt].split(":")
-    return getattr(importlib.import_module(module_name), func)(path)
+    return LOADERS[fmt](path)

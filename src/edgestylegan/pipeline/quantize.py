@@ -12,11 +12,8 @@ succeeded (and the quantize.engine file reached quantize.min_psnr):
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,35 +21,15 @@ import torch
 from ..artifacts.quantize import ENGINE_RUNTIMES, QuantizeRecord
 from ..compress import quantize as q
 from ..config import load_params
+from ..imaging import psnr
 from ..errors import UserError
-from ..io.atomic import write_json, write_text
+from ..io.atomic import atomic_directory, write_json, write_text
 from ..models.mobilestylegan import Generator
 from ..paths import Paths
 from ..runtimes.onnx import OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export_onnx
 from .loaders import load_model
 
 SOURCES = ("operating_point", "student")
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | Path):
-    """Yield an empty temp folder beside `path`; when the block succeeds it replaces `path` (mode 755, the old
-    folder removed), when it raises it is removed and `path` is left as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = path.with_name(f".{path.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        os.replace(path, old)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def source_model(source: str, prune: dict, paths: Paths) -> tuple[Path, dict]:
@@ -141,12 +118,12 @@ def run_quantize(source: str = "operating_point", params_path: str | Path = "par
         runtimes = {"onnxruntime_int8": lambda: OnnxRuntimeGenerator(int8_onnx, runtime_threads),
                     "openvino_int8": lambda: OpenVINOOnnxGenerator(int8_onnx, runtime_threads),
                     "torch_int8": lambda: q.load_torch_int8(int8_torch)}
-        fidelity = {k: q.psnr(q.images_of(load(), z, p["truncation"]), reference) for k, load in runtimes.items()}
+        fidelity = {k: psnr(q.images_of(load(), z, p["truncation"]), reference) for k, load in runtimes.items()}
         all_int8 = {}
         if float_sites:   # the trade-off's other end, measured on the deployable engine
             scratch = tmp / "all_int8.onnx"
             q.build_onnx_int8(float_onnx, scratch, gen, ranges["onnxruntime"], sites, z.numpy(), float_weights=fw)
-            all_int8 = {"onnxruntime_int8_psnr_db": q.finite_or_none(q.psnr(q.images_of(
+            all_int8 = {"onnxruntime_int8_psnr_db": q.finite_or_none(psnr(q.images_of(
                 OnnxRuntimeGenerator(scratch, runtime_threads), z, p["truncation"]), reference).mean()),
                 "int8_onnx_bytes": scratch.stat().st_size}
             scratch.unlink()

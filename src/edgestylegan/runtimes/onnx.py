@@ -53,6 +53,10 @@ def export_onnx(gen: Generator, path: str | Path, kind: str = "fp32", info: dict
                           output_names=["image"], dynamic_shapes=({0: batch}, None), external_data=False,
                           verbose=False)
         model = onnx.load(str(tmp))
+        # The exporter stores each node's Python stack trace (absolute source paths), so the same model exported
+        # from another checkout gave other bytes; a file must be a function of the model alone.
+        for node in model.graph.node:
+            del node.metadata_props[:]
         set_metadata(model, gen.config, kind, info)
         onnx.save(model, str(tmp))
     return path

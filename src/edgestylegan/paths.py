@@ -24,6 +24,9 @@ def pruned_variant(amount: float) -> str:
 class Paths:
     root: Path = Path(".")
 
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
     # ---- models
     def base_model(self, base: str) -> Path:
         """models/<teacher|student>.safetensors (prune.base)."""

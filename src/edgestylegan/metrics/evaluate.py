@@ -50,11 +50,13 @@ class EvalConfig:
     parity_tolerance: float     # Max |OpenVINO - PyTorch| on the first batch (images in [-1, 1]).
     feature_spaces: tuple       # Names in features.SPACES.
     inception_weights: str      # Local FID Inception weights (else torch hub cache, else download).
-    reference: str              # teacher | path to precomputed statistics (.npz with mu, sigma).
-    kid_subsets: int
-    kid_subset_size: int        # Capped at N.
-    precision_recall: bool      # torch-fidelity precision / recall (k = 3) in every space.
-    strip_columns: int          # Images in each variant's sample strip (the first seeds).
+    # Read by evaluate@<variant> only; None in the config of stage eval_reference (`for_reference`), which must not
+    # depend on them (a change of the KID subsets must not regenerate the teacher's reference sets).
+    reference: str | None       # teacher | path to precomputed statistics (.npz with mu, sigma).
+    kid_subsets: int | None
+    kid_subset_size: int | None  # Capped at N.
+    precision_recall: bool | None  # torch-fidelity precision / recall (k = 3) in every space.
+    strip_columns: int | None   # Images in each variant's sample strip (the first seeds).
 
     @classmethod
     def from_params(cls, p: dict) -> "EvalConfig":
@@ -63,6 +65,13 @@ class EvalConfig:
         if unknown:
             raise TypeError(f"EvalConfig does not know eval keys {unknown}: add them to metrics.evaluate.EvalConfig")
         return cls(**{**p, "feature_spaces": tuple(p["feature_spaces"])})
+
+    @classmethod
+    def for_reference(cls, p: dict) -> "EvalConfig":
+        """Stage eval_reference's config: only the REFERENCE_KEYS of the `eval` section are read."""
+        rest = {f.name: None for f in dataclasses.fields(cls) if f.name not in REFERENCE_KEYS}
+        read = {k: p[k] for k in REFERENCE_KEYS}
+        return cls(**{**read, "feature_spaces": tuple(read["feature_spaces"])}, **rest)
 
     def seeds(self) -> list[int]:
         return list(range(self.seed, self.seed + self.num_samples))

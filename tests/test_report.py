@@ -17,6 +17,7 @@ from edgestylegan.imaging import grid, save_png
 from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.models.mobilestylegan import Generator, GeneratorConfig
 from edgestylegan.paths import Paths
+from edgestylegan.metrics import accounting as acc
 from edgestylegan.pipeline.account import run_account
 from edgestylegan.pipeline.loaders import load_model
 from edgestylegan.pipeline.prune import run_prune
@@ -28,8 +29,8 @@ from helpers import run_stage
 TEACHER = GeneratorConfig(style_dim=32, mapping_layers=2, resolution=32, channels=(32, 32, 32, 16))
 STUDENT = GeneratorConfig(style_dim=32, mapping_layers=2, resolution=16, channels=(32, 16))
 VARIANTS = ["teacher", "pruned-0.5", "int8", "student", "student-int8"]
-RUNTIME = {"teacher": "openvino-cpu-f32", "pruned-0.5": "openvino-cpu-f32", "int8": "onnxruntime-cpu",
-           "student": "pytorch-cpu", "student-int8": "onnxruntime-cpu"}
+RUNTIME = {"teacher": "openvino-cpu-f32", "pruned-0.5": "openvino-cpu-f32", "int8": "openvino-cpu",
+           "student": "pytorch-cpu", "student-int8": "openvino-cpu"}
 SPACES = {"enl0": {"label": "EfficientNet-Lite0 ImageNet, 1280-d", "dim": 1280, "fd_key": "fd_enl0",
                    "kid_key": "kid_enl0"}}
 
@@ -71,8 +72,9 @@ def project(tmp_path_factory, root):
         save_generator(gen, paths.base_model(name))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["prune"].update(amounts=[0.5], amount=0.5, scope="global")
-    params["quantize"].update(calibration_samples=8, fidelity_seeds=[0], min_psnr=0.0)
-    params["account"].update(runtimes=["torch_fp32", "onnxruntime_fp32", "onnxruntime_int8"], latency_repeats=1,
+    params["quantize"].update(calibration_samples=8, validation_samples=1, fidelity_samples=1, min_psnr=0.0,
+                              float_blocks=0)
+    params["account"].update(runtimes=["torch_fp32", "openvino_fp32", "openvino_int8"], latency_repeats=1,
                              latency_warmup=0, threads=1)
     params["eval"].update(num_samples=64, reference_seed=1000, seed=100, kid_subset_size=32, strip_columns=4)
     params["report"].update(grid_columns=3)
@@ -122,22 +124,23 @@ def test_variant_rows_hold_the_measured_files(project, report):
     rows = {r["variant"].removesuffix(" (noise floor)"): r for r in _table(md, "All variants")}
     assert list(rows) == VARIANTS
     files = {"teacher": paths.teacher_model, "pruned-0.5": paths.pruned_model(0.5),
-             "int8": paths.int8_model("onnxruntime"), "student": paths.student_model,
-             "student-int8": paths.int8_model("onnxruntime", "student")}
+             "int8": paths.int8_model("openvino"), "student": paths.student_model,
+             "student-int8": paths.int8_model("openvino", "student")}
     for variant, file in files.items():
-        assert rows[variant]["on disk"] == f"{file.stat().st_size / 1e6:.2f} MB"
+        on_disk = sum(f.stat().st_size for f in acc.model_files(file))
+        assert rows[variant]["on disk"] == f"{on_disk / 1e6:.2f} MB"
     teacher = load_model(paths.teacher_model)
     assert rows["teacher"]["params"] == f"{sum(p.numel() for p in teacher.parameters()):,}"
     pruned = load_model(paths.pruned_model(0.5))
     assert rows["pruned-0.5"]["non-zeros"] == f"{sum(int((p != 0).sum()) for p in pruned.parameters()):,}"
     assert rows["int8"]["non-zeros"] == rows["pruned-0.5"]["non-zeros"]   # The operating point it quantizes.
     size = paths.size_metrics("int8").read_text()
-    assert "onnxruntime_int8" in size and rows["int8"]["latency ms (runtime)"].endswith("(onnxruntime_int8)")
+    assert "openvino_int8" in size and rows["int8"]["latency ms (runtime)"].endswith("(openvino_int8)")
     assert rows["teacher"]["PSNR dB"] == "∞ (identical)"
     with open(paths.reports / "metrics.csv") as f:
         csv_rows = {r["variant"]: r for r in csv.DictReader(f)}
     assert list(csv_rows) == VARIANTS
-    assert int(csv_rows["int8"]["bytes"]) == files["int8"].stat().st_size
+    assert int(csv_rows["int8"]["bytes"]) == sum(f.stat().st_size for f in acc.model_files(files["int8"]))
 
 
 def test_new_sections_show_the_records(project, report):
@@ -145,13 +148,14 @@ def test_new_sections_show_the_records(project, report):
     captions, md = report
     assert all(ok for ok, _ in captions.values()), captions
     q = QuantizeRecord.read(paths.quantize_metrics())
-    fidelity = {(r["variant"], r["runtime"]): r for r in _table(md, "int8 fidelity per engine")}
+    fidelity = {(r["variant"], r["runtime"]): r for r in _table(md, "int8 fidelity per engine, and where the time goes")}
     assert set(fidelity) == {(v, rt) for v in ("int8", "student-int8") for rt in q.psnr_db}
     for runtime, mean in q.psnr_db.items():
         assert fidelity[("int8", runtime)]["PSNR mean dB"] == f"{mean:.2f}"
         assert fidelity[("int8", runtime)]["PSNR min dB"] == f"{q.psnr_db_min[runtime]:.2f}"
-    assert "(the variant's file)" in fidelity[("int8", "onnxruntime_int8")]["file"]
-    assert f"{q.sites['int8']:.0f} of {q.sites['total']:.0f} conv sites int8" in md
+    assert "(the variant's file)" in fidelity[("int8", "openvino_int8")]["file"]
+    int8 = q.openvino_profile["int8"]
+    assert f"{int8['int8_convs']} of {int8['convs']} convolutions ran int8 kernels" in md
     distill = _table(md, "Distillation")[0]
     assert (distill["held-out PSNR dB at init"], distill["after training"]) == ("21.50", "27.25")
     assert distill["loss first → last"] == "0.875 → 0.125" and distill["steps"] == "600"

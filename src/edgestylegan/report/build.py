@@ -13,8 +13,8 @@ from .collect import Inputs, Variant, collect, read_inputs, variants_from_params
 from .earlier import HEADER as EARLIER_HEADER, comparison_rows
 
 SPACE_SHORT = {"fd_enl0": "EfficientNet-Lite0 FD (1280-d)", "fid": "Inception-v3 FID (2048-d)"}
-INT8_FILES = {runtime: engine for engine, runtimes in ENGINE_RUNTIMES.items() for runtime in runtimes}
-ENGINE_FILES = {"onnxruntime": "int8.onnx", "torch": "int8_torch.safetensors"}
+RUNTIME_ENGINES = {runtime: engine for engine, runtime in ENGINE_RUNTIMES.items()}
+ENGINE_FILES = {"openvino": "int8.xml + int8.bin (NNCF)", "onnxruntime": "int8.onnx (ONNX Runtime quantize_static)"}
 
 
 def _num(x, spec=".3g", scale=1.0, suffix="") -> str:
@@ -128,28 +128,31 @@ def _latency_md(inp: Inputs, variants: list[Variant]) -> list[str]:
 
 
 def _int8_md(inp: Inputs, variants: list[Variant], engine: str) -> list[str]:
-    md = ["## int8 fidelity per engine", "",
-          "int8 against its fp32 source on the same latents (stage quantize / quantize_student; PSNR over images in "
-          f"[-1, 1]). The `int8` and `student-int8` rows above are the quantize.engine = {engine} file "
-          f"({ENGINE_FILES[engine]}); the other runtimes are shown for comparison.", ""]
+    md = ["## int8 fidelity per engine, and where the time goes", "",
+          "int8 against its PyTorch fp32 source at full resolution on held-out latents that no calibration or "
+          "validation saw (stage quantize / quantize_student; PSNR over images in [-1, 1]). The `int8` and "
+          f"`student-int8` rows above are the quantize.engine = {engine} file ({ENGINE_FILES[engine]}); the other "
+          "engine is shown for comparison.", ""]
     rows, notes = [], []
     for v in variants:
         q = inp.quantize.get(v.id)
         if q is None:
             continue
         for runtime, mean in q.psnr_db.items():
-            file = ENGINE_FILES[INT8_FILES[runtime]]
-            rows.append([v.id, runtime, file + (" (the variant's file)" if INT8_FILES[runtime] == engine else ""),
+            file = ENGINE_FILES[RUNTIME_ENGINES[runtime]]
+            rows.append([v.id, runtime, file + (" (the variant's file)" if RUNTIME_ENGINES[runtime] == engine else ""),
                          _psnr(mean), _psnr(q.psnr_db_min[runtime]),
                          "yes" if q.psnr_meets_target[runtime] else "no"])
-        sites = q.sites
-        notes.append(f"- {v.id}: {sites['int8']:.0f} of {sites['total']:.0f} conv sites int8 "
-                     f"({_num(sites['int8_mac_fraction'], '.1f', 100)} % of their MACs), {sites['float']:.0f} kept "
-                     f"float to reach quantize.min_psnr = {q.psnr_target_db:g} dB on {q.num_fidelity_latents} "
-                     f"latents; simulated PSNR {_psnr(q.simulated_psnr_db['chosen'])} dB as chosen, "
-                     f"{_psnr(q.simulated_psnr_db['all_int8'])} dB all int8"
-                     + (f"; all int8 on ONNX Runtime measured {_psnr(q.all_int8['onnxruntime_int8_psnr_db'])} dB "
-                        f"({q.all_int8['int8_onnx_bytes'] / 1e6:.2f} MB)" if q.all_int8 else "") + ".")
+        fp32, int8 = q.openvino_profile["fp32"], q.openvino_profile["int8"]
+        top = lambda prof: ", ".join(f"{k} {ms:.0f} ms" for k, ms in list(prof["time_ms_by_layer_type"].items())[:4])
+        isa = ", ".join(sorted(q.cpu.get("isa", {}))) or "unknown"
+        notes.append(f"- {v.id}: {q.num_fidelity_latents} held-out latents, target quantize.min_psnr = "
+                     f"{q.psnr_target_db:g} dB. OpenVINO performance counters (one call, {q.cpu.get('model_name')}; "
+                     f"ISA {isa}): {int8['int8_convs']} of {int8['convs']} convolutions ran int8 kernels, "
+                     f"{_num(int8['int8_conv_mac_fraction'], '.1f', 100)} % of the conv MACs. Time by layer type, "
+                     f"fp32 ({fp32['time_ms']:.0f} ms in all): {top(fp32)}; int8 ({int8['time_ms']:.0f} ms): "
+                     f"{top(int8)}. Per-node kernels: reports/quantize*/layers.csv. Recipe: "
+                     + ", ".join(f"{k} {val}" for k, val in q.recipe.items()) + ".")
     if not rows:
         return []
     return md + [_md_table(["variant", "runtime", "file", "PSNR mean dB", "PSNR min dB", "meets target"], rows), ""] \

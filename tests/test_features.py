@@ -130,7 +130,7 @@ def test_missing_inception_weights_say_how_to_supply_them(tmp_path, monkeypatch)
 
 
 def test_inception_space_runs_through_torch_fidelity(tmp_path, monkeypatch):
-    """The `fid` path end to end with stand-in (random) Inception weights: torch-fidelity's own extractor, 2048-d."""
+    """The `inception` path end to end with stand-in (random) Inception weights: torch-fidelity's own extractor, 2048-d."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     from edgestylegan.metrics.fidelity import distribution_metrics
@@ -148,4 +148,4 @@ def test_inception_space_runs_through_torch_fidelity(tmp_path, monkeypatch):
     assert f.shape == (6, 2048)
     space = feat.get_space("inception")
     out = distribution_metrics(f, f.flip(0), space.fd_key, space.kid_key, space.name, 2, 4, 0, False)
-    assert set(out) == {"fid", "kid_inception"} and abs(out["fid"]) < 1e-3
+    assert set(out) == {"fid_vs_teacher", "kid_vs_teacher"} and abs(out["fid_vs_teacher"]) < 1e-3

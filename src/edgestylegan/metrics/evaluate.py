@@ -14,7 +14,8 @@ Protocol (study-design.md section 6):
   images are area-downsampled once; the feature extractors then resize to their own input size.
 
 `build_reference` (stage eval_reference) generates the teacher's two sets once and keeps their features (and the
-paired subset's images) for `Reference.write`; `evaluate_variant` (stage evaluate@<variant>) reads that file through `Reference`, so no variant
+paired subset's images) for `Reference.write`; `evaluate_variant` (stage evaluate@<variant>) reads that file through
+`Reference`, so no variant
 regenerates the teacher. Both take loaded models (the pipeline loads the files).
 """
 from __future__ import annotations

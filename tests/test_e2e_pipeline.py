@@ -20,10 +20,12 @@ TINY = {
     "teacher": {"parity_seeds": [0], "sample_seeds": [0, 1], "w_avg_samples": 64},
     "distill": {"pool_size": 8, "val_size": 4, "steps": 4, "batch_size": 2, "sample_every": 2, "sample_count": 2,
                 "checkpoint_every": 2, "head_init_samples": 4},
-    "eval": {"num_samples": 8, "kid_subsets": 5, "kid_subset_size": 4, "strip_columns": 4, "precision_recall": False},
+    "eval": {"num_samples": 8, "paired_samples": 8, "kid_subsets": 5, "kid_subset_size": 4, "strip_columns": 4,
+             "precision_recall": False},
     "report": {"grid_columns": 3},
     "prune": {"amounts": [0.5], "amount": 0.5},
-    "quantize": {"calibration_samples": 8, "fidelity_seeds": [0], "min_psnr": 0.0},
+    "quantize": {"calibration_samples": 8, "validation_samples": 1, "fidelity_samples": 1, "min_psnr": 0.0,
+                 "float_blocks": 0},
     "account": {"runtimes": ["torch_fp32", "onnxruntime_int8", "openvino_ir_fp32"], "latency_repeats": 1,
                 "latency_warmup": 0, "pruned_latency": False},
 }
@@ -79,8 +81,9 @@ def test_dvc_repro_whole_pipeline_on_tiny_params(tmp_path, root, venv_env):
         size = SizeRecord.read(paths.size_metrics(variant))
         assert float(rows[variant]["fd_enl0"]) == pytest.approx(scores["fd_enl0"], rel=1e-12)
         assert int(float(rows[variant]["bytes"])) == size.bytes["file"]["bytes"]
-    int8_file = paths.int8_model("onnxruntime")
-    assert SizeRecord.read(paths.size_metrics("int8")).bytes["file"]["bytes"] == os.stat(int8_file).st_size
+    int8_file = paths.int8_model("openvino")
+    assert SizeRecord.read(paths.size_metrics("int8")).bytes["file"]["bytes"] == \
+        os.stat(int8_file).st_size + os.stat(int8_file.with_suffix(".bin")).st_size
     assert SizeRecord.read(paths.size_metrics("teacher")).bytes["file"]["bytes"] == \
         os.stat(paths.teacher_model).st_size
     assert EvalRecord.read(paths.eval_metrics("teacher")).scores["fd_enl0"] == \

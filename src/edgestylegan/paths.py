@@ -46,7 +46,7 @@ class Paths:
 
     def int8_model(self, engine: str, source: str = "operating_point") -> Path:
         """The deployable int8 file of `quantize.engine` (the `int8` / `student-int8` variant everywhere downstream)."""
-        names = {"onnxruntime": "int8.onnx", "torch": "int8_torch.safetensors"}
+        names = {"openvino": "int8.xml", "onnxruntime": "int8.onnx"}
         return self.quantized_dir(source) / names[engine]
 
     # ---- distillation
@@ -86,13 +86,9 @@ class Paths:
     @property
     def reports(self) -> Path: return self.root / "reports"
 
-    def quantize_sites(self, source: str = "operating_point") -> Path:
-        """Per conv site table of stage quantize / quantize_student (kind, precision, MACs, sensitivity)."""
-        return self.quantize_reports(source) / "sites.csv"
-
-    def quantize_record(self, source: str = "operating_point") -> Path:
-        """Calibration, ranges, search and module precisions of stage quantize / quantize_student (a report)."""
-        return self.quantize_reports(source) / "record.json"
+    def quantize_layers(self, source: str = "operating_point") -> Path:
+        """Per executed node of the fp32 and int8 OpenVINO models: kernel, precision, time, conv MACs (a report)."""
+        return self.quantize_reports(source) / "layers.csv"
 
     @property
     def downloads(self) -> Path:

@@ -2,10 +2,11 @@
 evaluate_pruned@<amount>) metrics/eval/<variant>.json (numbers) and reports/eval/<variant>.json (protocol, timings,
 runtimes).
 
-Score keys carry their feature space (`metrics.features.SPACES`): "fd_enl0", "kid_enl0", "precision_enl0",
-"recall_enl0" in EfficientNet-Lite0 space; "fid", "kid_inception", "precision_inception", "recall_inception" in the
-FID Inception-v3 space. FD is a float, KID a {"mean", "std"} dict, precision / recall floats in [0, 1] (present when
-eval.precision_recall).
+Score keys carry their feature space (`metrics.features.SPACES`) and, for FID, the reference: "fd_enl0",
+"kid_enl0", "precision_enl0", "recall_enl0" in EfficientNet-Lite0 space; "fid_vs_teacher", "kid_vs_teacher",
+"precision_inception", "recall_inception" in the FID Inception-v3 space, against the teacher's own samples;
+"fd_enl0_vs_stats" / "fid_vs_stats" against a statistics file (eval.reference). FD is a float, KID a {"mean", "std"}
+dict, precision / recall floats in [0, 1] (present when eval.precision_recall).
 
 A parity record (`runtimes.parity.ParityRecord.to_dict()`) says which runtime produced a set of numbers: {"what",
 "requested" (the eval.runtime value), "runtime" (in use after the check), "max_abs" (candidate vs PyTorch on the
@@ -22,9 +23,12 @@ from .base import Artifact
 
 @dataclasses.dataclass
 class ReferenceMeta(Artifact):
-    """The JSON `meta` entry of data/eval/reference.npz (arrays: images_main, images_ref uint8 [N, 3, r, r] and
-    features_<space>_<main|ref> float32 [N, dim]); read by every evaluate stage through `metrics.evaluate.Reference`."""
+    """The JSON `meta` entry of data/eval/reference.npz (arrays: features_<space>_<main|ref> float32 [N, dim] and
+    images_paired uint8 [P, 3, r, r], the teacher's images of the first P = eval.paired_samples evaluation seeds);
+    read by every evaluate stage through `metrics.evaluate.Reference`. Version 2: the full image sets are no longer
+    stored."""
 
+    VERSION: ClassVar[int] = 2
     PRODUCER: ClassVar[str] = "eval_reference"
 
     teacher: str
@@ -55,7 +59,11 @@ class ReferenceMeta(Artifact):
     """Wall time of feature extraction over both sets and every space."""
 
     feature_images_per_s: float
-    """2 N / feature_seconds."""
+    """2 N / feature_seconds (every space together)."""
+
+    inception: dict | None
+    """With `inception` in eval.feature_spaces, what was verified about its weights
+    (`metrics.features.inception_checks`): "source", "sha256", "torchscript_max_abs", "tolerance", "checks"; null otherwise."""
 
 
 @dataclasses.dataclass
@@ -83,14 +91,17 @@ class EvalRecord(Artifact):
     variant's resolution: what a perfect copy of the teacher gets at this N."""
 
     paired: dict
-    """Each image vs the teacher's image of the same latent, averaged: "ssim", "mse" (uint8 levels squared),
-    "identical_images" (count), "psnr_db" (mean over the images that differ; null when every image is identical)."""
+    """Each image vs the teacher's image of the same latent, averaged over the first "n" (eval.paired_samples)
+    evaluation seeds: "ssim", "mse" (uint8 levels squared), "identical_images" (count), "psnr_db" (mean over the
+    images that differ; null when every image is identical)."""
 
 
 @dataclasses.dataclass
 class EvalInfo(Artifact):
-    """reports/eval/<variant>.json: how metrics/eval/<variant>.json was measured (for the report; strings allowed)."""
+    """reports/eval/<variant>.json: how metrics/eval/<variant>.json was measured (for the report; strings allowed).
+    Version 2: feature spaces name their resize and statistics key; `paired` and `inception` added."""
 
+    VERSION: ClassVar[int] = 2
     PRODUCER: ClassVar[str] = "evaluate"
 
     variant: str
@@ -116,10 +127,13 @@ class EvalInfo(Artifact):
     truncation: float
 
     feature_spaces: dict[str, dict]
-    """Space name -> {"label", "dim", "fd_key", "kid_key"}."""
+    """Space name -> {"label", "dim", "fd_key", "kid_key", "stats_key", "resize"}."""
 
     kid: str
     """One line: KID subsets, subset size and kernel."""
+
+    paired: str
+    """One line: which seeds PSNR / SSIM were averaged over."""
 
     generation: dict
     """Timings of the variant's evaluation images: "seconds", "images_per_s", "convert_seconds" (when converted),
@@ -142,3 +156,7 @@ class EvalInfo(Artifact):
 
     inception_weights: str
     """"used" when `inception` is a feature space, else where the weights are or how to supply them."""
+
+    inception: dict | None
+    """The reference's `ReferenceMeta.inception` (what was verified about the Inception weights) when `inception` is
+    a feature space; null otherwise."""

@@ -1,12 +1,12 @@
 """metrics/quantize.json (stage quantize) and metrics/quantize_student.json (stage quantize_student): the fidelity of
-the static int8 models against their fp32 source, per engine, and the float-site search that chose them.
+the int8 models against their fp32 source, per engine, and where the int8 model's time goes.
 
-Only what quantization determines is here. The bytes, parameter counts, MACs and latency of the int8 files
-(models/quantized*/int8.onnx, int8_torch.safetensors, float.onnx) are the account stage's (`artifacts.account`).
-PSNRs are in dB over images in [-1, 1] (peak-to-peak 2), int8 vs the fp32 source on quantize.fidelity_seeds at
-quantize.truncation, averaged over the latents. A PSNR that is not finite (NaN images: JSON has neither NaN nor inf;
-`compress.quantize.psnr` floors the MSE, so identical images give a large finite value) is written as null, never as a
-stand-in number; a null PSNR never meets the target.
+Only what quantization determines is here. The bytes, parameter counts, MACs and latency of the files
+(models/quantized*/int8.xml + int8.bin, int8.onnx, float.onnx) are the account stage's (`artifacts.size`).
+PSNRs are in dB over images in [-1, 1] (peak-to-peak 2) at the model's full resolution, int8 vs the PyTorch fp32
+source, on quantize.fidelity_samples held-out latents (seeds quantize.fidelity_seed ..; disjoint from calibration
+and validation, checked by the params schema). A PSNR that is not finite (NaN images: JSON has neither NaN nor inf)
+is written as null, never as a stand-in number; a null PSNR never meets the target.
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from typing import ClassVar
 
 from .base import Artifact
 
-ENGINE_RUNTIMES = {"onnxruntime": ("onnxruntime_int8", "openvino_int8"), "torch": ("torch_int8",)}
-"""quantize.engine -> the keys of `psnr_db` measured on that engine's file: int8.onnx runs on ONNX Runtime and on
-OpenVINO, int8_torch.safetensors on PyTorch's quantized kernels."""
+ENGINE_RUNTIMES = {"openvino": "openvino_int8", "onnxruntime": "onnxruntime_int8"}
+"""quantize.engine -> the runtime its file runs on (and the key of `psnr_db`): int8.xml on OpenVINO, int8.onnx on
+ONNX Runtime."""
 
 
 @dataclasses.dataclass
@@ -28,40 +28,41 @@ class QuantizeRecord(Artifact):
     """{"prune_amount": prune.amount} for stage quantize (0.0 = the dense prune.base); {} for quantize_student, whose
     source is models/student.safetensors."""
 
+    engine: str
+    """quantize.engine: the file that is the `int8` / `student-int8` variant downstream."""
+
+    recipe: dict
+    """The quantize params that shaped the int8 models (NNCF levers, ONNX Runtime calibration, latent sets)."""
+
     psnr_db: dict[str, float | None]
-    """Mean int8-vs-fp32 PSNR per runtime: "onnxruntime_int8" and "openvino_int8" (int8.onnx), "torch_int8"
-    (int8_torch.safetensors)."""
+    """Mean int8-vs-fp32 PSNR over the held-out latents per runtime (`ENGINE_RUNTIMES` values)."""
 
     psnr_db_min: dict[str, float | None]
-    """The worst latent's PSNR, same keys as `psnr_db`."""
+    """The worst held-out latent's PSNR, same keys."""
+
+    psnr_db_per_latent: dict[str, list[float | None]]
+    """Every held-out latent's PSNR, in seed order, same keys."""
 
     psnr_target_db: float
-    """quantize.min_psnr: the float-site search keeps convs float until the simulated PSNR reaches it; the stage fails
-    when the quantize.engine file misses it (and warns for the other engine)."""
+    """quantize.min_psnr: the stage fails when the quantize.engine file's mean misses it (and warns for the other)."""
 
     psnr_meets_target: dict[str, int]
     """1 when `psnr_db[k] >= psnr_target_db`, else 0 (also for null), per `psnr_db` key."""
 
-    simulated_psnr_db: dict[str, float | None]
-    """The fake-quant simulator's PSNR (ONNX Runtime's int8 arithmetic in torch): "chosen" for the selected float
-    sites, "all_int8" with every site int8 except quantize.keep_float's (each null if not finite)."""
-
-    all_int8: dict[str, float | int]
-    """The trade-off's other end, measured on ONNX Runtime: {"onnxruntime_int8_psnr_db", "int8_onnx_bytes"} of an
-    int8.onnx built with every conv site int8, quantize.keep_float's too (a scratch file, not kept, so its bytes are measured here); {} when the
-    search kept no site float (the chosen model is then that model)."""
-
-    sites: dict[str, float | int]
-    """Conv sites of the source: "total", "int8", "float" (counts) and "int8_mac_fraction" (MACs in int8 sites over
-    all conv-site MACs, analytic, `models.macs`)."""
-
-    tradeoff_simulated_psnr_db: dict[str, float | None]
-    """The search curve: "float_sites_<k>" -> simulated PSNR with the k most sensitive sites float (null if not
-    finite)."""
-
     num_fidelity_latents: int
-    """len(quantize.fidelity_seeds): the latents every PSNR above averages over."""
+
+    openvino_profile: dict[str, dict]
+    """OpenVINO CPU performance counters of one batch-1 call, "fp32" (float.onnx) and "int8" (int8.xml):
+    `runtimes.openvino_profile.summary` (conv MACs, the share that ran in int8 kernels, time per layer type and
+    precision). Per-node rows: reports/quantize*/layers.csv."""
+
+    quantize_seconds: dict[str, float]
+    """Wall time of each engine's quantization (calibration included)."""
+
+    cpu: dict
+    """The CPU the models were quantized and measured on (model name, ISA flags: int8 kernels differ between AVX2,
+    AVX-512, VNNI and AMX machines)."""
 
     def engine_psnr(self, engine: str) -> float | None:
-        """Mean PSNR of the quantize.engine file on its own runtime (ONNX Runtime for int8.onnx)."""
-        return self.psnr_db[ENGINE_RUNTIMES[engine][0]]
+        """Mean PSNR of the quantize.engine file on its own runtime."""
+        return self.psnr_db[ENGINE_RUNTIMES[engine]]

@@ -38,7 +38,7 @@ class SizeRecord(Artifact):
     (the same net with every training head: upstream's parameter set)."""
 
     latency_ms: dict[str, float]
-    """Median per runtime (torch_fp32, onnxruntime_fp32, openvino_fp32, openvino_ir_fp32, torch_int8,
+    """Median per runtime (torch_fp32, onnxruntime_fp32, openvino_fp32, openvino_ir_fp32,
     onnxruntime_int8, openvino_int8) of the variant's own model; only runtimes in account.runtimes."""
 
     latency_min_ms: dict[str, float]

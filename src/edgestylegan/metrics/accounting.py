@@ -58,9 +58,16 @@ def gzip_bytes(path_or_bytes, level: int = 6) -> int:
     return len(gzip.compress(data, compresslevel=level, mtime=0))
 
 
-def file_sizes(path: str | Path) -> dict:
+def model_files(path: str | Path) -> list[Path]:
+    """The files a model is stored in: an OpenVINO IR (.xml) keeps its weights in the .bin beside it."""
     path = Path(path)
-    return {"bytes": path.stat().st_size, "gzip_bytes": gzip_bytes(path)}
+    return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+
+
+def file_sizes(path: str | Path) -> dict:
+    """Bytes on disk of everything the model needs, and gzip'd (each file alone, summed)."""
+    files = model_files(path)
+    return {"bytes": sum(f.stat().st_size for f in files), "gzip_bytes": sum(gzip_bytes(f) for f in files)}
 
 
 def parameter_counts(gen: Generator) -> dict:
@@ -127,12 +134,18 @@ def mac_summary(config: GeneratorConfig) -> dict:
 
 
 def stored_elements(path: str | Path) -> dict:
-    """Elements per stored dtype in a safetensors or ONNX file (what the bytes are made of)."""
+    """Elements per stored dtype in a safetensors, ONNX or OpenVINO IR file (what the bytes are made of)."""
     from collections import Counter
 
     path = Path(path)
     counts: Counter = Counter()
-    if path.suffix == ".onnx":
+    if path.suffix == ".xml":
+        import openvino as ov
+
+        for op in ov.Core().read_model(str(path)).get_ops():
+            if op.get_type_name() == "Constant":
+                counts[op.get_element_type().get_type_name()] += int(np_prod(op.get_output_shape(0)))
+    elif path.suffix == ".onnx":
         import onnx
         from onnx import helper
 

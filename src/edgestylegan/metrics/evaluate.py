@@ -6,12 +6,16 @@ Protocol (study-design.md section 6):
 * Reference set: the teacher's images for the disjoint seeds `eval.reference_seed` .. + N - 1. Each variant's
   FD / KID / precision-recall is measured against it; the teacher's own evaluation images against it give the
   noise floor, the value a perfect copy of the teacher would get at this N.
-* Paired fidelity: each variant image against the teacher image of the same latent (PSNR, SSIM).
+* Paired fidelity: each variant image against the teacher image of the same latent (PSNR, SSIM), on the first
+  `eval.paired_samples` evaluation seeds (the teacher's images of those seeds are stored once in the reference).
+* Streaming: images are generated batch by batch straight into the feature extractors (`features.FeatureStream`);
+  only features and the paired subset's images are kept, so memory does not grow with N beyond the features.
 * Everything is measured at the evaluation resolution r = min(`eval.resolution`, the variant's native size):
   images are area-downsampled once; the feature extractors then resize to their own input size.
 
-`build_reference` (stage eval_reference) generates the teacher's two sets once, with their features, for
-`Reference.write`; `evaluate_variant` (stage evaluate@<variant>) reads that file through `Reference`, so no variant
+`build_reference` (stage eval_reference) generates the teacher's two sets once and keeps their features (and the
+paired subset's images) for `Reference.write`; `evaluate_variant` (stage evaluate@<variant>) reads that file through
+`Reference`, so no variant
 regenerates the teacher. Both take loaded models (the pipeline loads the files).
 """
 from __future__ import annotations
@@ -26,13 +30,12 @@ import torch
 
 from ..artifacts.evaluation import EvalInfo, EvalRecord, ReferenceMeta
 from ..errors import UserError
-from ..imaging import resize
 from ..io.atomic import atomic_path
 from ..io.download import sha256_of
 from . import features as feat
 from .fidelity import (distribution_metrics, feature_statistics, frechet_distance_stats, load_statistics,
                        paired_fidelity)
-from .generation import generate_eval_images
+from .generation import downsample_u8, stream_eval_images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +53,7 @@ class EvalConfig:
     parity_tolerance: float     # Max |OpenVINO - PyTorch| on the first batch (images in [-1, 1]).
     feature_spaces: tuple       # Names in features.SPACES.
     inception_weights: str      # Local FID Inception weights (else torch hub cache, else download).
+    paired_samples: int         # First evaluation seeds whose teacher images are stored for PSNR / SSIM.
     # Read by evaluate@<variant> only; None in the config of stage eval_reference (`for_reference`), which must not
     # depend on them (a change of the KID subsets must not regenerate the teacher's reference sets).
     reference: str | None       # teacher | path to precomputed statistics (.npz with mu, sigma).
@@ -84,33 +88,39 @@ class EvalConfig:
 
 
 REFERENCE_KEYS = ("seed", "reference_seed", "num_samples", "truncation", "resolution", "batch_size",
-                  "feature_batch_size", "runtime", "parity_tolerance", "feature_spaces", "inception_weights")
+                  "feature_batch_size", "runtime", "parity_tolerance", "feature_spaces", "inception_weights",
+                  "paired_samples")
 """The eval keys stage eval_reference reads (and stores in the reference file); evaluate@<variant> reads them all."""
-MATCHED_KEYS = ("seed", "reference_seed", "num_samples", "truncation", "resolution")
+MATCHED_KEYS = ("seed", "reference_seed", "num_samples", "truncation", "resolution", "paired_samples")
 """Keys a variant's evaluation must share with the stored reference for its numbers to be comparable."""
 
 
-def _features(images: torch.Tensor, cfg: EvalConfig) -> tuple[dict, float]:
-    started = time.perf_counter()
-    out = {s.name: feat.extract_features(images, s.name, cfg.feature_batch_size, cfg.inception_weights, cfg.runtime)
-           for s in cfg.spaces()}
-    return out, time.perf_counter() - started
+def _stream(cfg: EvalConfig) -> feat.FeatureStream:
+    return feat.FeatureStream(cfg.feature_spaces, cfg.feature_batch_size, cfg.inception_weights, cfg.runtime)
 
 
 def _feature_parity(cfg: EvalConfig) -> dict[str, dict]:
-    return {s: feat.feature_parity(s, cfg.runtime, cfg.feature_batch_size).to_dict() for s in cfg.feature_spaces}
+    return {s: feat.feature_parity(s, cfg.runtime, cfg.feature_batch_size, cfg.inception_weights).to_dict()
+            for s in cfg.feature_spaces}
 
 
-def _downsample_u8(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size:
-        return images
-    chunks = [((resize(c.float() / 127.5 - 1, size) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-              for c in images.split(64)]
-    return torch.cat(chunks)
+class _FirstImages:
+    """Keeps the first `count` images of a stream (the paired subset and the sample strip)."""
+
+    def __init__(self, count: int):
+        self.count, self.chunks, self.held = count, [], 0
+
+    def add(self, images: torch.Tensor) -> None:
+        if self.held < self.count:
+            self.chunks.append(images[: self.count - self.held].clone())
+            self.held += len(self.chunks[-1])
+
+    def images(self) -> torch.Tensor:
+        return torch.cat(self.chunks)
 
 
 def check_feature_assets(cfg: EvalConfig) -> None:
-    """Fail on missing Inception weights before minutes of generation are spent."""
+    """Fail on missing or damaged Inception weights before minutes of generation are spent."""
     if "inception" in cfg.feature_spaces:
         feat.resolve_inception_weights(cfg.inception_weights)
 
@@ -121,28 +131,38 @@ def check_feature_assets(cfg: EvalConfig) -> None:
 
 def build_reference(teacher, teacher_file: str | Path, cfg: EvalConfig) -> tuple[dict[str, np.ndarray],
                                                                                   ReferenceMeta]:
-    """The teacher's evaluation and reference sets and their features, for `Reference.write`."""
-    images, gen_info, gen_parity = generate_eval_images(teacher, {"main": cfg.seeds(), "ref": cfg.reference_seeds()},
-                                                        cfg.truncation, cfg.resolution, cfg.batch_size, cfg.runtime,
-                                                        cfg.parity_tolerance, desc="teacher")
-    arrays = {"images_main": images["main"].numpy(), "images_ref": images["ref"].numpy()}
-    feature_seconds = 0.0
-    for part in ("main", "ref"):
-        feats, seconds = _features(images[part], cfg)
-        feature_seconds += seconds
-        for name, f in feats.items():
+    """Features of the teacher's evaluation and reference sets, streamed from generation, and the teacher's images of
+    the first eval.paired_samples evaluation seeds, for `Reference.write`."""
+    streams = {"main": _stream(cfg), "ref": _stream(cfg)}
+    paired = _FirstImages(cfg.paired_samples)
+
+    def sink(part: str, images: torch.Tensor) -> None:
+        streams[part].add(images)
+        if part == "main":
+            paired.add(images)
+
+    gen_info, gen_parity = stream_eval_images(teacher, {"main": cfg.seeds(), "ref": cfg.reference_seeds()},
+                                              cfg.truncation, cfg.resolution, cfg.batch_size, cfg.runtime,
+                                              cfg.parity_tolerance, sink, desc="teacher")
+    arrays = {"images_paired": paired.images().numpy()}
+    for part, stream in streams.items():
+        for name, f in stream.finish().items():
             arrays[f"features_{name}_{part}"] = f.numpy()
+    feature_seconds = sum(s.seconds for s in streams.values())
     config = {k: getattr(cfg, k) for k in REFERENCE_KEYS}
     meta = ReferenceMeta(teacher=str(teacher_file), teacher_sha256=sha256_of(teacher_file),
-                         resolution=int(images["main"].shape[-1]),
+                         resolution=int(arrays["images_paired"].shape[-1]),
                          config={**config, "feature_spaces": list(cfg.feature_spaces)}, generation=gen_info,
                          generation_parity=gen_parity.to_dict(), feature_parity=_feature_parity(cfg),
-                         feature_seconds=feature_seconds, feature_images_per_s=2 * cfg.num_samples / feature_seconds)
+                         feature_seconds=feature_seconds, feature_images_per_s=2 * cfg.num_samples / feature_seconds,
+                         inception=(feat.inception_checks(cfg.inception_weights)
+                                    if "inception" in cfg.feature_spaces else None))
     return arrays, meta
 
 
 class Reference:
-    """The stored teacher sets; checks they were made with the protocol the caller is about to use."""
+    """The stored teacher features and paired images; checks they were made with the protocol the caller is about to
+    use."""
 
     def __init__(self, path: str | Path, cfg: EvalConfig):
         path = Path(path)
@@ -168,8 +188,9 @@ class Reference:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays, meta=np.array(json.dumps(meta.to_dict())))
 
-    def images(self, part: str, size: int) -> torch.Tensor:
-        return _downsample_u8(torch.from_numpy(self.data[f"images_{part}"]), size)
+    def paired_images(self, size: int) -> torch.Tensor:
+        """The teacher's images of the first eval.paired_samples evaluation seeds, at `size` (uint8)."""
+        return downsample_u8(torch.from_numpy(self.data["images_paired"]), size)
 
     def features(self, part: str, space: str) -> torch.Tensor:
         return torch.from_numpy(self.data[f"features_{space}_{part}"])
@@ -193,10 +214,30 @@ def reference_statistics(cfg: EvalConfig):
     return stats, matching[0]
 
 
+def _teacher_at(size: int, load_teacher, ref: Reference, cfg: EvalConfig) -> tuple[dict, dict]:
+    """The teacher's two sets regenerated (streamed) at the reference resolution, area-downsampled to `size` and
+    featurised: the floor of a variant smaller than the reference. `load_teacher()` -> (model, file)."""
+    teacher, teacher_file = load_teacher()
+    if sha256_of(teacher_file) != ref.meta.teacher_sha256:
+        raise UserError(f"{teacher_file} is not the teacher data/eval/reference.npz was made from "
+                        f"(sha256 differs); rerun `dvc repro eval_reference`")
+    streams = {"main": _stream(cfg), "ref": _stream(cfg)}
+    stream_eval_images(teacher, {"main": cfg.seeds(), "ref": cfg.reference_seeds()}, cfg.truncation, cfg.resolution,
+                       cfg.batch_size, cfg.runtime, cfg.parity_tolerance,
+                       lambda part, images: streams[part].add(images), desc=f"teacher at {size}px",
+                       downsample_to=size)
+    return streams["main"].finish(), streams["ref"].finish()
+
+
 def evaluate_variant(variant: str, model, model_file: str | Path, ref: Reference, statistics: tuple,
-                     cfg: EvalConfig, load_seconds: float) -> tuple[EvalRecord, EvalInfo, torch.Tensor]:
+                     cfg: EvalConfig, load_seconds: float, load_teacher=None) -> tuple[EvalRecord, EvalInfo,
+                                                                                      torch.Tensor]:
     """One variant's metrics and info, and its sample strip (uint8). `statistics` is `reference_statistics(cfg)`;
-    `load_seconds` the time the caller spent loading the reference and the model (reported)."""
+    `load_seconds` the time the caller spent loading the reference and the model (reported); `load_teacher()` ->
+    (teacher model, its file), called only for a variant smaller than the reference resolution.
+
+    The variant's images are streamed into the feature extractors; only its features and its first
+    eval.paired_samples images (for PSNR / SSIM against the stored teacher images) are kept."""
     clock = {"start": time.perf_counter()}
     stats, stats_space = statistics
     size = min(cfg.resolution, model.resolution)
@@ -204,33 +245,36 @@ def evaluate_variant(variant: str, model, model_file: str | Path, ref: Reference
         raise UserError(f"reference images are {ref.resolution}^2 but {model_file} needs {size}^2")
     model_sha256 = sha256_of(model_file)
     is_teacher = size == ref.resolution and model_sha256 == ref.meta.teacher_sha256
+    teacher_paired = ref.paired_images(size)
 
-    # 1. The variant's evaluation images (the teacher's are already in the reference file).
-    if is_teacher:
-        images = ref.images("main", size)
-        gen_info = dict(ref.meta.generation["main"], note="teacher images reused from the reference file")
-        gen_parity = ref.meta.generation_parity
-    else:
-        images, gen_info, parity = generate_eval_images(model, {"main": cfg.seeds()}, cfg.truncation, cfg.resolution,
-                                                        cfg.batch_size, cfg.runtime, cfg.parity_tolerance,
-                                                        desc=Path(model_file).name)
-        images, gen_info, gen_parity = images["main"], gen_info["main"], parity.to_dict()
-    teacher_main = ref.images("main", size)
-
-    # 2. Features: the variant's, and the teacher's sets at this resolution (stored, or recomputed if smaller).
+    # 1. The variant's features and paired images (the teacher's are in the reference file).
     if is_teacher:
         own = {s: ref.features("main", s) for s in cfg.feature_spaces}
-        feature_seconds, feature_parity = 0.0, ref.meta.feature_parity
+        images = teacher_paired
+        gen_info = dict(ref.meta.generation["main"], note="teacher features and images reused from the reference file")
+        gen_parity, feature_seconds, feature_parity = ref.meta.generation_parity, 0.0, ref.meta.feature_parity
     else:
-        own, feature_seconds = _features(images, cfg)
-        feature_parity = _feature_parity(cfg)
+        stream, head = _stream(cfg), _FirstImages(cfg.paired_samples)
+
+        def sink(_, batch: torch.Tensor) -> None:
+            stream.add(batch)
+            head.add(batch)
+
+        gen_infos, parity = stream_eval_images(model, {"main": cfg.seeds()}, cfg.truncation, cfg.resolution,
+                                               cfg.batch_size, cfg.runtime, cfg.parity_tolerance, sink,
+                                               desc=Path(model_file).name)
+        own, images = stream.finish(), head.images()
+        gen_info, gen_parity = gen_infos["main"], parity.to_dict()
+        feature_seconds, feature_parity = stream.seconds, _feature_parity(cfg)
+
+    # 2. The teacher's features at this resolution: stored, or regenerated for a smaller variant.
     if size == ref.resolution:
         t_main = {s: ref.features("main", s) for s in cfg.feature_spaces}
         t_ref = {s: ref.features("ref", s) for s in cfg.feature_spaces}
     else:
-        t_main, _ = _features(teacher_main, cfg)
-        t_ref, _ = _features(ref.images("ref", size), cfg)
-
+        if load_teacher is None:
+            raise ValueError("a variant smaller than the reference needs load_teacher")
+        t_main, t_ref = _teacher_at(size, load_teacher, ref, cfg)
     clock["features"] = time.perf_counter()
 
     # 3. Metrics.
@@ -243,16 +287,16 @@ def evaluate_variant(variant: str, model, model_file: str | Path, ref: Reference
         floor.update(distribution_metrics(t_main[space.name], t_ref[space.name], **kw))
     info_stats = None
     if stats is not None:
-        key = f"{stats_space.fd_key}_vs_stats"
-        scores[key] = frechet_distance_stats(feature_statistics(own[stats_space.name]), stats)
+        scores[stats_space.stats_key] = frechet_distance_stats(feature_statistics(own[stats_space.name]), stats)
         info_stats = {"path": cfg.reference, "sha256": sha256_of(cfg.reference), "space": stats_space.name,
-                      "key": key}
+                      "key": stats_space.stats_key}
+    paired = dict(paired_fidelity(images, teacher_paired), n=len(images))
     record = EvalRecord(n=cfg.num_samples, resolution=size, native_resolution=model.resolution, scores=scores,
-                        noise_floor=floor, paired=paired_fidelity(images, teacher_main))
+                        noise_floor=floor, paired=paired)
     clock["metrics"] = time.perf_counter()
 
-    spaces = {s.name: {"label": s.label, "dim": s.dim, "fd_key": s.fd_key, "kid_key": s.kid_key}
-              for s in cfg.spaces()}
+    spaces = {s.name: {"label": s.label, "dim": s.dim, "fd_key": s.fd_key, "kid_key": s.kid_key,
+                       "stats_key": s.stats_key, "resize": s.resize} for s in cfg.spaces()}
     info = EvalInfo(
         variant=variant, model=str(model_file), model_sha256=model_sha256, is_teacher=is_teacher,
         seeds=f"{cfg.seed}..{cfg.seed + cfg.num_samples - 1}",
@@ -260,6 +304,8 @@ def evaluate_variant(variant: str, model, model_file: str | Path, ref: Reference
                    f"{cfg.reference_seed + cfg.num_samples - 1}, same N, same truncation {cfg.truncation}"),
         reference_stats=info_stats, truncation=cfg.truncation, feature_spaces=spaces,
         kid=f"{cfg.kid_subsets} subsets of {min(cfg.kid_subset_size, cfg.num_samples)}, cubic polynomial kernel",
+        paired=(f"the first {len(images)} evaluation seeds ({cfg.seed}..{cfg.seed + len(images) - 1}) against the "
+                f"teacher's stored images of the same seeds"),
         generation=gen_info, generation_parity=gen_parity, feature_parity=feature_parity,
         feature_seconds=feature_seconds,
         feature_images_per_s=(cfg.num_samples / feature_seconds) if feature_seconds else None,
@@ -267,5 +313,6 @@ def evaluate_variant(variant: str, model, model_file: str | Path, ref: Reference
                  "metrics": clock["metrics"] - clock["features"]},
         inception_weights=("used" if "inception" in cfg.feature_spaces
                            else feat.inception_weights_status(cfg.inception_weights)),
+        inception=ref.meta.inception if "inception" in cfg.feature_spaces else None,
     )
     return record, info, images[: cfg.strip_columns]

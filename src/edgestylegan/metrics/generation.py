@@ -1,7 +1,7 @@
 """Batched generation of the evaluation images on the fastest runtime that reproduces PyTorch.
 
-Only evaluation-resolution uint8 images are kept (area-downsampled right after each batch), so a 1024-px
-generator never holds more than one batch of full-size images.
+Images are streamed: each batch is area-downsampled to the evaluation resolution, turned into uint8 and handed to
+the caller (`stream_eval_images`), so neither a 1024-px generator nor a large N holds more than one batch.
 
 Runtimes (`eval.runtime`):
 * `torch`: the model as loaded (`edgestylegan.pipeline.loaders.load_model`), eager PyTorch, on CUDA when available.
@@ -75,32 +75,50 @@ class EvalImages:
 
 
 @torch.no_grad()
-def generate_eval_images(model, seed_sets: dict[str, list[int]], truncation: float, resolution: int,
-                         batch_size: int, runtime: str, parity_tolerance: float, desc: str = ""):
-    """Images for each named seed list (one latent per seed) as uint8 [N, 3, r, r], r = min(resolution, native).
+def stream_eval_images(model, seed_sets: dict[str, list[int]], truncation: float, resolution: int, batch_size: int,
+                       runtime: str, parity_tolerance: float, sink, desc: str = "", downsample_to: int | None = None):
+    """Generate the images of each named seed list (one latent per seed) batch by batch and hand each batch, uint8
+    [B, 3, r, r] with r = min(resolution, native), to `sink(name, images)`; nothing else is kept, so memory does not
+    grow with the number of seeds. `downsample_to`: area-downsample each uint8 batch once more to this size (a
+    smaller variant's view of the teacher's images). The runtime is prepared once for all sets.
 
-    The runtime is prepared once for all sets. Returns ({name: images}, {name: timings}, the runtime's ParityRecord).
+    Returns ({name: timings}, the runtime's ParityRecord). Timings are wall times including what `sink` spent.
     """
     style_dim = getattr(model, "style_dim", None) or model.config.style_dim
     size = min(resolution, model.resolution)
     started = time.perf_counter()   # The first set's wall time includes conversion and the parity batch.
     first = next(iter(seed_sets.values()))[:batch_size]
     runner = EvalImages(model, runtime, truncation, parity_tolerance, latents_from_seeds(first, style_dim))
-    images, infos = {}, {}
+    infos = {}
     for name, seeds in seed_sets.items():
         batches = [seeds[i:i + batch_size] for i in range(0, len(seeds), batch_size)]
-        out = torch.empty(len(seeds), 3, size, size, dtype=torch.uint8)
-        done = 0
-        for i, batch in enumerate(tqdm(batches, desc=f"{desc} {name}".strip(), unit="batch", disable=None)):
+        for batch in tqdm(batches, desc=f"{desc} {name}".strip(), unit="batch", disable=None):
             if runner.first_batch is not None and batch == first:
                 chunk, runner.first_batch = runner.first_batch, None
             else:
                 chunk = runner(latents_from_seeds(batch, style_dim))
-            out[done:done + len(batch)] = to_uint8(resize(chunk, size))
-            done += len(batch)
+            images = to_uint8(resize(chunk, size))
+            sink(name, images if downsample_to is None else downsample_u8(images, downsample_to))
         seconds = time.perf_counter() - started
-        images[name] = out
         infos[name] = dict(runner.info, seconds=seconds, images_per_s=len(seeds) / seconds,
                            native_resolution=model.resolution, resolution=size, batch_size=batch_size)
         started = time.perf_counter()
-    return images, infos, runner.parity
+    return infos, runner.parity
+
+
+def generate_eval_images(model, seed_sets: dict[str, list[int]], truncation: float, resolution: int,
+                         batch_size: int, runtime: str, parity_tolerance: float, desc: str = ""):
+    """`stream_eval_images` collected in memory: ({name: uint8 [N, 3, r, r]}, {name: timings}, ParityRecord)."""
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in seed_sets}
+    infos, parity = stream_eval_images(model, seed_sets, truncation, resolution, batch_size, runtime,
+                                       parity_tolerance, lambda name, images: chunks[name].append(images), desc)
+    return {name: torch.cat(c) for name, c in chunks.items()}, infos, parity
+
+
+def downsample_u8(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [N, 3, r, r] -> uint8 [N, 3, size, size] (area, through [-1, 1] floats; identity at size == r)."""
+    if images.shape[-1] == size:
+        return images
+    chunks = [((resize(c.float() / 127.5 - 1, size) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+              for c in images.split(64)]
+    return torch.cat(chunks)

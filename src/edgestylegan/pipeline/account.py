@@ -89,19 +89,13 @@ def _float_runners(gen: Generator, onnx: Path | None, runtimes: set, threads: in
 
 
 def _int8_runners(paths: Paths, source: str, stage: str, runtimes: set, threads: int, z: torch.Tensor) -> dict:
-    """Each requested int8 runtime on the quantize output it runs (`ENGINE_RUNTIMES`: int8.onnx on ONNX Runtime and
-    OpenVINO, int8_torch.safetensors on PyTorch)."""
-    from ..compress.quantize import load_torch_int8
+    """Each requested int8 runtime on the quantize output it runs (`ENGINE_RUNTIMES`: int8.xml on OpenVINO, int8.onnx
+    on ONNX Runtime)."""
     from ..runtimes.onnx import OnnxRuntimeGenerator, OpenVINOOnnxGenerator
 
-    make = {"onnxruntime_int8": lambda p: OnnxRuntimeGenerator(p, threads),
-            "openvino_int8": lambda p: OpenVINOOnnxGenerator(p, threads), "torch_int8": load_torch_int8}
-    out = {}
-    for engine, names in ENGINE_RUNTIMES.items():
-        for runtime in names:
-            if runtime in runtimes:
-                out[runtime] = generator_call(make[runtime](_need(paths.int8_model(engine, source), stage)), z)
-    return out
+    make = {"onnxruntime_int8": OnnxRuntimeGenerator, "openvino_int8": OpenVINOOnnxGenerator}
+    return {runtime: generator_call(make[runtime](_need(paths.int8_model(engine, source), stage), threads), z)
+            for engine, runtime in ENGINE_RUNTIMES.items() if runtime in runtimes}
 
 
 def _plan(kind: str, amount: float | None, params: dict, paths: Paths, tmp: Path) -> _Plan:

@@ -1,5 +1,7 @@
-"""Stages eval_reference and evaluate@<variant> (evaluate_pruned@<amount>): the teacher reference sets once, then
-one variant's metrics, its info for the report and its sample strip. The model file follows from the variant id."""
+"""Stages eval_reference and evaluate@<variant> (evaluate_pruned@<amount>): the teacher reference features once, then
+one variant's metrics, its info for the report and its sample strip. The model file follows from the variant id; a
+variant smaller than the reference resolution also reads models/teacher.safetensors (its noise floor is the teacher
+regenerated at that size)."""
 from __future__ import annotations
 
 import time
@@ -63,7 +65,8 @@ def run_evaluate(variant: str, params_path: str | Path = "params.yaml",
     statistics = reference_statistics(cfg)   # Checked before minutes of generation.
     model = load_model(model_file)
     record, info, strip = evaluate_variant(variant, model, model_file, ref, statistics, cfg,
-                                           load_seconds=time.perf_counter() - started)
+                                           load_seconds=time.perf_counter() - started,
+                                           load_teacher=lambda: (load_model(paths.teacher_model), paths.teacher_model))
     record.write(paths.eval_metrics(variant))
     info.write(paths.eval_info(variant))
     save_png(grid(strip, columns=len(strip)), paths.eval_strip(variant))

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..compress.quantize import load_torch_int8
 from ..compress.sparse import load_sparse_generator
 from ..errors import CheckpointError
 from ..io.checkpoint import load_generator, read_metadata
-from ..runtimes.onnx import load_onnx_generator
+from ..runtimes.onnx import load_onnx_generator, load_openvino_generator
 
 LOADERS = {
     "edgestylegan.generator.v1": load_generator,
     "edgestylegan.sparse_generator.v1": load_sparse_generator,
-    "edgestylegan.int8_generator.v1": load_torch_int8,
     "onnx": load_onnx_generator,
+    "openvino_ir": load_openvino_generator,
 }
 
 
@@ -27,6 +26,8 @@ def model_format(path: str | Path) -> str:
         raise CheckpointError(f"model file {path} does not exist (run the stage that produces it, e.g. `dvc repro`)")
     if path.suffix == ".onnx":
         return "onnx"
+    if path.suffix == ".xml":
+        return "openvino_ir"
     return read_metadata(path).get("format", "")
 
 

@@ -12,9 +12,10 @@ from . import figures
 from .collect import Inputs, Variant, collect, read_inputs, variants_from_params
 from .earlier import HEADER as EARLIER_HEADER, comparison_rows
 
-SPACE_SHORT = {"fd_enl0": "EfficientNet-Lite0 FD (1280-d)", "fid": "Inception-v3 FID (2048-d)"}
-INT8_FILES = {runtime: engine for engine, runtimes in ENGINE_RUNTIMES.items() for runtime in runtimes}
-ENGINE_FILES = {"onnxruntime": "int8.onnx", "torch": "int8_torch.safetensors"}
+SPACE_SHORT = {"fd_enl0": "EfficientNet-Lite0 FD (1280-d)", "fid_vs_teacher": "Inception-v3 FID (2048-d)"}
+FID_KEY, FID_KID_KEY = "fid_vs_teacher", "kid_vs_teacher"   # metrics.features.SPACES["inception"] keys.
+RUNTIME_ENGINES = {runtime: engine for engine, runtime in ENGINE_RUNTIMES.items()}
+ENGINE_FILES = {"openvino": "int8.xml + int8.bin (NNCF)", "onnxruntime": "int8.onnx (ONNX Runtime quantize_static)"}
 
 
 def _num(x, spec=".3g", scale=1.0, suffix="") -> str:
@@ -48,11 +49,35 @@ def protocol_from(eval_p: dict, inp: Inputs, extra: dict) -> dict:
             "seeds": f"{eval_p['seed']}..{eval_p['seed'] + n - 1}",
             "reference_seeds": f"{eval_p['reference_seed']}..{eval_p['reference_seed'] + n - 1}",
             "kid": info.kid, "inception": info.inception_weights, "reference_stats": info.reference_stats,
-            "feature_spaces": eval_p["feature_spaces"], **extra}
+            "inception_checks": info.inception, "paired": info.paired, "feature_spaces": eval_p["feature_spaces"],
+            **extra}
 
 
-def _protocol_md(p: dict) -> str:
-    lines = [
+def _columns_md(p: dict, floors: dict) -> list[str]:
+    """The protocol of every quality column: feature space, resize, N, reference, truncation, and its noise floor."""
+    psi = f"{p['truncation']:g}" + (" (untruncated)" if p["truncation"] == 1 else "")
+    reference = f"the teacher's own samples, disjoint seeds {p['reference_seeds']}"
+    rows = []
+    for name, s in p["spaces"].items():
+        for key, what in ((s["fd_key"], "Frechet distance"), (s["kid_key"], "KID x 10^3"),
+                          (f"precision_{name}` / `recall_{name}", "precision / recall (k = 3)")):
+            rows.append([f"`{key}`", what, f"{name}: {s['label']}", s["resize"], str(p["n"]), reference, psi,
+                         _num(floors.get(key), ".4g") if key == s["fd_key"] else
+                         (_num(floors.get(f"{key}_mean"), ".3g", 1e3) if key == s["kid_key"] else "—")])
+    rs = p.get("reference_stats")
+    if rs:
+        space = p["spaces"][rs["space"]]
+        rows.append([f"`{rs['key']}`", "Frechet distance", f"{rs['space']}: {space['label']}", space["resize"],
+                     str(p["n"]), f"statistics file `{rs['path']}` (sha256 {rs['sha256']})", psi, "—"])
+    rows.append(["PSNR dB, SSIM", "paired fidelity", "pixels (uint8 RGB, scikit-image)",
+                 f"area downsampling to {p['resolution']} px (or the variant's own size)", p["paired"],
+                 "the teacher's image of the same latent", psi, "∞ / 1 (identical)"])
+    return [_md_table(["column", "metric", "feature space", "resize", "N", "reference", "truncation",
+                       "noise floor (teacher vs teacher)"], rows)]
+
+
+def _protocol_md(p: dict, floors: dict) -> str:
+    lines = _columns_md(p, floors) + ["", "Protocol in words:", "",
         f"- **Latents**: N = {p['n']} evaluation latents (seeds {p['seeds']}), one z per seed, truncation "
         f"psi = {p['truncation']:g}{' (untruncated)' if p['truncation'] == 1 else ''}, the model's fixed noise maps; "
         "every variant gets the same latents and noise.",
@@ -74,12 +99,31 @@ def _protocol_md(p: dict) -> str:
     if "inception" not in p["spaces"]:
         lines.append(f"- **FID (Inception-v3)**: not computed: `inception` is not in eval.feature_spaces. Inception "
                      f"weights: {p['inception']}.")
+    checks = p.get("inception_checks")
+    if checks:
+        measured = ("" if checks["torchscript_max_abs"] is None else
+                    f" (max |difference| {checks['torchscript_max_abs']:.1e} <= {checks['tolerance']:g}, stage "
+                    "eval_reference)")
+        lines.append(f"- **FID Inception weights**: {checks['source']}, sha256 {checks['sha256']}. Checks passed: "
+                     f"{checks['checks']}{measured}. Rerunnable offline in tests/test_fid_inception.py and "
+                     "tests/test_eval_inception.py: the 94 convolutions map onto torch-fidelity's 94 BasicConv2d with "
+                     "equal shapes; features equal the TorchScript network's (x / 128 - 1 input) to 1e-4 and change "
+                     "under another input scaling; the streamed evaluation equals torch-fidelity's own loop to 1e-6; "
+                     "teacher vs teacher is far below teacher vs a blurred or noised teacher set (KID).")
     if p.get("reference_stats"):
         rs = p["reference_stats"]
         lines.append(f"- **Precomputed statistics**: `{rs['key']}` is the Frechet distance to `{rs['path']}` "
                      f"(sha256 {rs['sha256'][:12]}...) in the `{rs['space']}` space; our images are resized by "
                      "torch-fidelity, not by clean-fid, so values differ slightly from clean-fid's own.")
     return "\n".join(lines)
+
+
+def _floors(rows: list[dict]) -> dict:
+    """Noise-floor values by score column (teacher vs teacher at the evaluation resolution), as stored with the teacher
+    row, else with the first row evaluated at its native resolution."""
+    row = next((r for r in rows if r["kind"] == "teacher"), None) or next(
+        (r for r in rows if r["resolution"] == r["native_resolution"]), {})
+    return {k.removeprefix("floor_"): v for k, v in row.items() if k.startswith("floor_")}
 
 
 def _psnr(x) -> str:
@@ -128,28 +172,31 @@ def _latency_md(inp: Inputs, variants: list[Variant]) -> list[str]:
 
 
 def _int8_md(inp: Inputs, variants: list[Variant], engine: str) -> list[str]:
-    md = ["## int8 fidelity per engine", "",
-          "int8 against its fp32 source on the same latents (stage quantize / quantize_student; PSNR over images in "
-          f"[-1, 1]). The `int8` and `student-int8` rows above are the quantize.engine = {engine} file "
-          f"({ENGINE_FILES[engine]}); the other runtimes are shown for comparison.", ""]
+    md = ["## int8 fidelity per engine, and where the time goes", "",
+          "int8 against its PyTorch fp32 source at full resolution on held-out latents that no calibration or "
+          "validation saw (stage quantize / quantize_student; PSNR over images in [-1, 1]). The `int8` and "
+          f"`student-int8` rows above are the quantize.engine = {engine} file ({ENGINE_FILES[engine]}); the other "
+          "engine is shown for comparison.", ""]
     rows, notes = [], []
     for v in variants:
         q = inp.quantize.get(v.id)
         if q is None:
             continue
         for runtime, mean in q.psnr_db.items():
-            file = ENGINE_FILES[INT8_FILES[runtime]]
-            rows.append([v.id, runtime, file + (" (the variant's file)" if INT8_FILES[runtime] == engine else ""),
+            file = ENGINE_FILES[RUNTIME_ENGINES[runtime]]
+            rows.append([v.id, runtime, file + (" (the variant's file)" if RUNTIME_ENGINES[runtime] == engine else ""),
                          _psnr(mean), _psnr(q.psnr_db_min[runtime]),
                          "yes" if q.psnr_meets_target[runtime] else "no"])
-        sites = q.sites
-        notes.append(f"- {v.id}: {sites['int8']:.0f} of {sites['total']:.0f} conv sites int8 "
-                     f"({_num(sites['int8_mac_fraction'], '.1f', 100)} % of their MACs), {sites['float']:.0f} kept "
-                     f"float to reach quantize.min_psnr = {q.psnr_target_db:g} dB on {q.num_fidelity_latents} "
-                     f"latents; simulated PSNR {_psnr(q.simulated_psnr_db['chosen'])} dB as chosen, "
-                     f"{_psnr(q.simulated_psnr_db['all_int8'])} dB all int8"
-                     + (f"; all int8 on ONNX Runtime measured {_psnr(q.all_int8['onnxruntime_int8_psnr_db'])} dB "
-                        f"({q.all_int8['int8_onnx_bytes'] / 1e6:.2f} MB)" if q.all_int8 else "") + ".")
+        fp32, int8 = q.openvino_profile["fp32"], q.openvino_profile["int8"]
+        top = lambda prof: ", ".join(f"{k} {ms:.0f} ms" for k, ms in list(prof["time_ms_by_layer_type"].items())[:4])
+        isa = ", ".join(sorted(q.cpu.get("isa", {}))) or "unknown"
+        notes.append(f"- {v.id}: {q.num_fidelity_latents} held-out latents, target quantize.min_psnr = "
+                     f"{q.psnr_target_db:g} dB. OpenVINO performance counters (one call, {q.cpu.get('model_name')}; "
+                     f"ISA {isa}): {int8['int8_convs']} of {int8['convs']} convolutions ran int8 kernels, "
+                     f"{_num(int8['int8_conv_mac_fraction'], '.1f', 100)} % of the conv MACs. Time by layer type, "
+                     f"fp32 ({fp32['time_ms']:.0f} ms in all): {top(fp32)}; int8 ({int8['time_ms']:.0f} ms): "
+                     f"{top(int8)}. Per-node kernels: reports/quantize*/layers.csv. Recipe: "
+                     + ", ".join(f"{k} {val}" for k, val in q.recipe.items()) + ".")
     if not rows:
         return []
     return md + [_md_table(["variant", "runtime", "file", "PSNR mean dB", "PSNR min dB", "meets target"], rows), ""] \
@@ -219,7 +266,7 @@ def build_report(params: dict, paths: Paths) -> dict:
              "calibration": params["quantize"]["calibration_samples"]}
     p = protocol_from(eval_p, inp, extra)
     fd, kid = p["fd_key"], p["kid_key"]
-    has_fid = any(r.get("fid") is not None for r in rows) and fd != "fid"
+    has_fid = any(r.get(FID_KEY) is not None for r in rows) and fd != FID_KEY
 
     # CSVs: one row per variant, plus the plot data for `dvc plots diff`.
     columns = list(dict.fromkeys(k for r in rows for k in r))
@@ -280,11 +327,13 @@ def _markdown(rows, inp: Inputs, variants, p: dict, has_fid: bool, captions: dic
         return "—" if r["latency_ms"] is None else f"{r['latency_ms']:.0f} ({r['latency_runtime']})"
 
     header = ["variant", "px", "params", "non-zeros", "on disk", "MACs", "latency ms (runtime)", f"`{fd}`",
-              f"`{kid}` x10^3"] + (["`fid`"] if has_fid else []) + ["PSNR dB", "SSIM"]
+              f"`{kid}` x10^3"] + ([f"`{FID_KEY}`", f"`{FID_KID_KEY}` x10^3"] if has_fid else []) \
+        + ["PSNR dB", "SSIM"]
     main = [[f"{r['variant']}" + (" (noise floor)" if r["kind"] == "teacher" else ""),
              _num(r["resolution"], ".0f"), _num(r["params"], ",.0f"), _num(r["nonzeros"], ",.0f"),
              _num(r["bytes"], ".2f", 1e-6, " MB"), _num(r["macs"], ".2f", 1e-9, " G"), latency(r),
-             _num(r.get(fd), ".4g"), kid_cell(r, kid)] + ([_num(r.get("fid"), ".4g")] if has_fid else [])
+             _num(r.get(fd), ".4g"), kid_cell(r, kid)]
+            + ([_num(r.get(FID_KEY), ".4g"), kid_cell(r, FID_KID_KEY)] if has_fid else [])
             + [psnr(r), _num(r["ssim"], ".4f")] for r in rows]
     sweep_header = ["amount", "sparsity: pruned tensors", "synthesis net", "whole generator", "non-zeros", "dense",
                     "on disk", f"`{fd}`", f"`{kid}` x10^3", "PSNR dB", "SSIM"]
@@ -319,7 +368,7 @@ def _markdown(rows, inp: Inputs, variants, p: dict, has_fid: bool, captions: dic
         "",
         "## How the quality numbers were measured",
         "",
-        _protocol_md(p),
+        _protocol_md(p, _floors(rows)),
         "",
         "## All variants",
         "",

@@ -127,8 +127,7 @@ def latency_by_runtime(latency: dict[str, dict[str, float]], path: Path) -> str:
     _save(fig, path)
     return ("Per-image latency (median, batch 1) of each variant on each runtime it was timed on, from the "
             "variant's own run (metrics/size/<variant>.json): bars of one variant come from one run, bars of two "
-            "variants from two runs. onnxruntime_int8 and openvino_int8 execute the same QDQ int8.onnx with "
-            "different kernels; torch_int8 runs int8_torch.safetensors.")
+            "variants from two runs. openvino_int8 runs the NNCF int8.xml, onnxruntime_int8 the QDQ int8.onnx.")
 
 
 def per_layer_sparsity(per_layer: dict[str, dict[str, float]], path: Path) -> str:

@@ -72,6 +72,53 @@ def set_metadata(model, config: GeneratorConfig, kind: str, info: dict | None = 
         entry.key, entry.value = key, value
 
 
+def stamp_onnx_metadata(path: str | Path, config: GeneratorConfig, kind: str, info: dict | None = None) -> None:
+    """Rewrite an ONNX file another tool produced (e.g. a quantizer) with `set_metadata`'s keys."""
+    import onnx
+
+    model = onnx.load(str(path))
+    set_metadata(model, config, kind, info)
+    onnx.save(model, str(path))
+
+
+def save_openvino_ir(model, path: str | Path, config: GeneratorConfig, kind: str, info: dict | None = None) -> Path:
+    """Write an OpenVINO model as IR (`path` = the .xml; the weights go to the .bin beside it) with the same
+    metadata as `set_metadata`, in the model's rt_info. Both files are written under temporary names and renamed
+    together (the .bin first, so a present .xml always has its weights)."""
+    import openvino as ov
+
+    path = Path(path)
+    meta = {"format": FORMAT, "config": json.dumps(config.to_dict()), "kind": kind, "info": json.dumps(info or {})}
+    for key, value in meta.items():
+        model.set_rt_info(value, ["edgestylegan", key])
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        ov.save_model(model, str(staged), compress_to_fp16=False)
+        staged.with_suffix(".bin").replace(path.with_suffix(".bin"))
+        staged.replace(path)
+    return path
+
+
+def ir_metadata(path: str | Path) -> dict:
+    import openvino as ov
+
+    path = Path(path)
+    try:
+        model = ov.Core().read_model(str(path))
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} is not a readable OpenVINO IR model (with its .bin beside it): {e}") from e
+    if not model.has_rt_info(["edgestylegan", "format"]):
+        raise CheckpointError(f"{path}: OpenVINO IR without edgestylegan metadata; write it with "
+                              f"edgestylegan.runtimes.onnx.save_openvino_ir")
+    return {key: str(model.get_rt_info(["edgestylegan", key]).astype(str))
+            for key in ("format", "config", "kind", "info")}
+
+
+def generator_metadata(path: str | Path) -> dict:
+    """The metadata of an exported generator: ONNX (.onnx) or OpenVINO IR (.xml)."""
+    return ir_metadata(path) if Path(path).suffix == ".xml" else onnx_metadata(path)
+
+
 def onnx_metadata(path: str | Path) -> dict:
     import onnx
 
@@ -90,7 +137,7 @@ def onnx_metadata(path: str | Path) -> dict:
 class _OnnxGeneratorBase:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        meta = onnx_metadata(self.path)
+        meta = generator_metadata(self.path)
         self.config = GeneratorConfig.from_dict(json.loads(meta["config"]))
         self.kind = meta.get("kind", "")
         self.resolution = self.config.resolution
@@ -132,8 +179,9 @@ class OnnxRuntimeGenerator(_OnnxGeneratorBase):
 
 
 class OpenVINOOnnxGenerator(_OnnxGeneratorBase):
-    """An exported generator compiled by OpenVINO for CPU (fp32 graphs at f32 precision: the CPU default would be
-    bf16; QDQ int8 graphs run their int8 parts in int8). Batch rows are run one by one (static batch 1)."""
+    """An exported generator (ONNX, or OpenVINO IR from `save_openvino_ir`) compiled by OpenVINO for CPU (fp32 graphs
+    at f32 precision: the CPU default would be bf16; int8 graphs run their int8 parts in int8). Batch rows are run
+    one by one (static batch 1)."""
 
     runtime = "openvino"
 
@@ -149,9 +197,10 @@ class OpenVINOOnnxGenerator(_OnnxGeneratorBase):
 
 
 def compile_openvino(path: str | Path, precision: str = "f32", threads: int | None = None,
-                     shapes: dict | None = None):
+                     shapes: dict | None = None, extra: dict | None = None):
     """An ONNX or IR file compiled by OpenVINO for CPU at `precision` ("f32": the CPU default would be bf16), with
-    the latency hint; `shapes` fixes input shapes ({input name: shape}). Returns the callable compiled model."""
+    the latency hint; `shapes` fixes input shapes ({input name: shape}); `extra`: more CPU plugin properties.
+    Returns the callable compiled model."""
     import openvino as ov
 
     core = ov.Core()
@@ -161,7 +210,7 @@ def compile_openvino(path: str | Path, precision: str = "f32", threads: int | No
     config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    return core.compile_model(model, "CPU", config)
+    return core.compile_model(model, "CPU", {**config, **(extra or {})})
 
 
 def openvino_module(module: nn.Module, example: tuple, precision: str = "f32", opset: int = 17):
@@ -185,3 +234,8 @@ def openvino_generator(gen: Generator, threads: int | None = None, precision: st
 def load_onnx_generator(path: str | Path) -> OnnxRuntimeGenerator:
     """`pipeline.loaders` loader for format "onnx": the model on ONNX Runtime."""
     return OnnxRuntimeGenerator(path)
+
+
+def load_openvino_generator(path: str | Path) -> OpenVINOOnnxGenerator:
+    """`pipeline.loaders` loader for format "openvino_ir": the model on OpenVINO."""
+    return OpenVINOOnnxGenerator(path)

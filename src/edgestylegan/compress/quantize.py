@@ -118,7 +118,7 @@ def nncf_quantize(model, calibration: list[dict], recipe: dict,
               ignored_scope=nncf.IgnoredScope(types=types, names=names) if types or names else None)
     with _nncf_quiet():
         if not recipe["accuracy_control"]:
-            return nncf.quantize(model, nncf.Dataset(calibration), **kw)
+            return _int8_storage(nncf.quantize(model, nncf.Dataset(calibration), **kw))
         from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
         def validate(compiled, data: Iterable) -> tuple[float, list[float]]:
@@ -126,10 +126,21 @@ def nncf_quantize(model, calibration: list[dict], recipe: dict,
             return float(np.mean(scores)), scores
 
         kw["advanced_quantization_parameters"] = kw.pop("advanced_parameters")
-        return nncf.quantize_with_accuracy_control(
+        return _int8_storage(nncf.quantize_with_accuracy_control(
             model, nncf.Dataset(calibration), nncf.Dataset(validation_data), validate,
             max_drop=PSNR_CEILING_DB - recipe["min_psnr"], drop_type=nncf.DropType.ABSOLUTE,
-            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(num_ranking_workers=1), **kw)
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(num_ranking_workers=1), **kw))
+
+
+def _int8_storage(model):
+    """The weights quantization left float (the MatMuls, the float blocks' convolutions) stored as int8 per output
+    channel and dequantized at run time (`nncf.compress_weights`, INT8_SYM): weight-only int8, float compute, so the
+    file is an int8 file (the mapping and modulation linears alone are 22 MB in fp32). The depthwise convolutions
+    keep their fake-quantized weights (29 k parameters) so their overflow-fix levels stay as NNCF set them."""
+    import nncf
+
+    return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM,
+                                 ignored_scope=nncf.IgnoredScope(types=["GroupConvolution"], validate=False))
 
 
 class _CalibrationReader:

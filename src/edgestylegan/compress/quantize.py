@@ -24,14 +24,13 @@ import contextlib
 import logging
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
 
 from ..models.mobilestylegan import latents_from_seeds
 
-ENGINES = ("openvino", "onnxruntime")
 PSNR_CEILING_DB = 100.0
 """The accuracy-control validation metric is mean PSNR vs the fp32 images, each capped here: the fp32 model scores
 exactly the ceiling (identical images), so quantize.min_psnr becomes NNCF's absolute max_drop = ceiling - min_psnr."""
@@ -101,13 +100,12 @@ def early_block_ops(model, blocks: int) -> list[str]:
 
 
 def nncf_quantize(model, calibration: list[dict], recipe: dict,
-                  validation: Callable[[Callable], list[float]] | None = None,
-                  validation_data: list | None = None):
+                  validation: tuple[list[dict], list[np.ndarray]] | None = None):
     """int8 OpenVINO model of the float OpenVINO `model` (static batch 1) by NNCF.
 
     recipe: the quantize params (preset, fast_bias_correction, smooth_quant_alpha, channel_alignment,
-    range_estimator, overflow_fix, float_ops, accuracy_control, min_psnr). With accuracy control, `validation(run)`
-    returns the per-latent PSNR of `run(inputs) -> image` over `validation_data`, and NNCF reverts the quantizers
+    range_estimator, overflow_fix, float_ops, accuracy_control, min_psnr). With accuracy control, `validation` =
+    (inputs, their fp32 images) scores a candidate by its per-latent PSNR against those images, and NNCF reverts the quantizers
     that cost the most until the mean reaches recipe["min_psnr"]."""
     import nncf
 
@@ -121,13 +119,15 @@ def nncf_quantize(model, calibration: list[dict], recipe: dict,
             return _int8_storage(nncf.quantize(model, nncf.Dataset(calibration), **kw))
         from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-        def validate(compiled, data: Iterable) -> tuple[float, list[float]]:
-            scores = [min(PSNR_CEILING_DB, s) for s in validation(lambda inputs: compiled(inputs)[0])]
+        def validate(compiled, pairs: Iterable) -> tuple[float, list[float]]:
+            pairs = list(pairs)    # NNCF may pass a subset of the (inputs, fp32 image) items while ranking
+            scores = [min(PSNR_CEILING_DB, s)
+                      for s in psnr_per_image([compiled(x)[0] for x, _ in pairs], [r for _, r in pairs])]
             return float(np.mean(scores)), scores
 
         kw["advanced_quantization_parameters"] = kw.pop("advanced_parameters")
         return _int8_storage(nncf.quantize_with_accuracy_control(
-            model, nncf.Dataset(calibration), nncf.Dataset(validation_data), validate,
+            model, nncf.Dataset(calibration), nncf.Dataset(list(zip(*validation)), lambda pair: pair[0]), validate,
             max_drop=PSNR_CEILING_DB - recipe["min_psnr"], drop_type=nncf.DropType.ABSOLUTE,
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(num_ranking_workers=1), **kw))
 
@@ -178,5 +178,4 @@ def psnr_per_image(images: Iterable[np.ndarray], reference: Iterable[np.ndarray]
     """PSNR in dB of each image against its reference (both clamped to the nominal [-1, 1], peak-to-peak 2)."""
     from ..imaging import psnr
 
-    return [float(psnr(torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b)))[0])
-            for a, b in zip(images, reference)]
+    return psnr(torch.from_numpy(np.concatenate(list(images))), torch.from_numpy(np.concatenate(list(reference)))).tolist()

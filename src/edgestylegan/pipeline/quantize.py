@@ -85,6 +85,12 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+@torch.no_grad()
+def _fp32_images(gen: Generator, inputs: list[dict], truncation: float) -> list[np.ndarray]:
+    """The PyTorch fp32 source's image of each exported-generator input (the reference every int8 PSNR is against)."""
+    return [gen(torch.from_numpy(x["z"]), truncation).numpy() for x in inputs]
+
+
 def _layers_csv(profiles: dict[str, list[dict]]) -> str:
     buf = io.StringIO()
     fields = ["model", "node", "layer_type", "kernel", "precision", "time_ms", "conv_macs"]
@@ -111,25 +117,22 @@ def run_quantize(source: str = "operating_point", params_path: str | Path = "par
     dim, psi = gen.style_dim, p["truncation"]
     calibration = q.styles_inputs(p["calibration_seed"], p["calibration_samples"], dim, psi)
     held_out = q.styles_inputs(p["fidelity_seed"], p["fidelity_samples"], dim, psi)
-    with torch.no_grad():
-        reference = [gen(torch.from_numpy(x["z"]), psi).numpy() for x in held_out]
+    reference = _fp32_images(gen, held_out, psi)
 
     info = {"source": os.path.relpath(src, paths.root), **operating_point}
     runtime_threads = threads or None
     seconds = {}
     with atomic_directory(paths.quantized_dir(source)) as tmp:
         float_onnx = export_onnx(gen, tmp / paths.float_onnx(source).name, info=info)
-        int8_xml, int8_onnx = (tmp / paths.int8_model(e, source).name for e in q.ENGINES)
+        int8_xml, int8_onnx = (tmp / paths.int8_model(e, source).name for e in ("openvino", "onnxruntime"))
 
         start = time.perf_counter()
         fp32 = q.openvino_model(float_onnx)
         validation = None
         if p["accuracy_control"]:
-            val_inputs = q.styles_inputs(p["validation_seed"], p["validation_samples"], dim, psi)
-            with torch.no_grad():
-                val_reference = [gen(torch.from_numpy(x["z"]), psi).numpy() for x in val_inputs]
-            validation = (lambda run: q.psnr_per_image([run(x) for x in val_inputs], val_reference), val_inputs)
-        save_openvino_ir(q.nncf_quantize(fp32, calibration, p, *(validation or ())), int8_xml, gen.config, "int8",
+            inputs = q.styles_inputs(p["validation_seed"], p["validation_samples"], dim, psi)
+            validation = (inputs, _fp32_images(gen, inputs, psi))
+        save_openvino_ir(q.nncf_quantize(fp32, calibration, p, validation), int8_xml, gen.config, "int8",
                          {**info, "engine": "openvino"})
         seconds["openvino"] = time.perf_counter() - start
 

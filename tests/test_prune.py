@@ -1,4 +1,4 @@
-"""Pruning: target sets, global/layer L1 and random, the earlier study's sparsity arithmetic, the prune stage."""
+"""Pruning: target sets, masks (L1 / random) by allocation, the earlier study's sparsity arithmetic, the prune stage."""
 import copy
 import csv
 
@@ -49,9 +49,9 @@ def test_global_l1_prunes_the_smallest_magnitudes_exactly(tiny_generator, target
     assert all(torch.all(b != 0) for b in biases if b.abs().sum() > 0)
 
 
-def test_layer_scope_and_random_method(tiny_generator):
+def test_uniform_allocation_and_random_method(tiny_generator):
     gen = copy.deepcopy(tiny_generator)
-    names = prune_generator(gen, 0.25, "l1", "layer", "all")
+    names = prune_generator(gen, 0.25, "l1", "uniform", "all")
     for name, row in sparsity_report(gen, names)["layers"].items():
         assert row["zeros"] == round(0.25 * row["params"]), name
     a, b = copy.deepcopy(tiny_generator), copy.deepcopy(tiny_generator)
@@ -102,8 +102,9 @@ def test_edgestylegan_recipe_reproduces_the_published_sparsities():
 
 def _project(tmp_path, tiny_generator, **prune):
     save_generator(tiny_generator, tmp_path / "models" / "teacher.safetensors")
-    params = {"prune": {"base": "teacher", "amounts": [0.2, 0.6], "amount": 0.0, "method": "l1", "scope": "global",
-                        "targets": "all", "seed": 0, **prune}}
+    params = {"prune": {"base": "teacher", "amounts": [0.2, 0.6], "amount": 0.0, "method": "l1",
+                        "allocation": "global", "recovery": "none", "values": "float32", "targets": "all", "seed": 0,
+                        **prune}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path
 
@@ -157,6 +158,12 @@ def test_prune_stage_writes_the_outputs(root, tmp_path, monkeypatch, tiny_genera
     ({"amounts": [0.2, 1.0]}, "prune.amounts[1] = 1.0 is out of range"),
     ({"amount": 0.5}, "neither 0 (dense) nor one of prune.amounts"),
     ({"method": "magnitude"}, "prune.method = 'magnitude' is not a known option"),
+    ({"allocation": "even"}, "prune.allocation = 'even' is not a known option"),
+    ({"recovery": "finetune"}, "prune.recovery = 'finetune' is not a known option"),
+    ({"values": "int4"}, "prune.values = 'int4' is not a known option"),
+    ({"dampening": 0.0}, "prune.dampening = 0.0 is out of range"),
+    ({"method": "random", "allocation": "lamp"}, "with prune.method = random use allocation uniform or sensitivity"),
+    ({"allocation": "sensitivity", "amounts": [0.2, 0.97]}, "exceed the profile's largest level"),
 ])
 def test_prune_stage_rejects_bad_params_without_output(root, tmp_path, monkeypatch, capsys, tiny_generator, bad,
                                                       message):

@@ -179,8 +179,8 @@ def test_only_the_engine_missing_the_target_fails(capsys):
 
 def _project(tmp_path, gen, **quantize):
     save_generator(gen, tmp_path / "models" / "teacher.safetensors")
-    params = {"prune": {"base": "teacher", "amounts": [0.5], "amount": 0.0, "method": "l1", "scope": "global",
-                        "targets": "all", "seed": 0},
+    params = {"prune": {"base": "teacher", "amounts": [0.5], "amount": 0.0, "method": "l1", "allocation": "global",
+                        "recovery": "none", "targets": "all", "seed": 0},
               "quantize": {**DEFAULTS, "calibration_samples": 8, "validation_samples": 2, "fidelity_samples": 2,
                            "float_blocks": 0, **quantize}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

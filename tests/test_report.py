@@ -77,7 +77,7 @@ def project(tmp_path_factory, root):
         gen.estimate_w_avg(64, 0)
         save_generator(gen, paths.base_model(name))
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["prune"].update(amounts=[0.5], amount=0.5, scope="global")
+    params["prune"].update(amounts=[0.5], amount=0.5, allocation="global", recovery="none")
     params["quantize"].update(calibration_samples=8, validation_samples=1, fidelity_samples=1, min_psnr=0.0,
                               float_blocks=0)
     params["account"].update(runtimes=["torch_fp32", "openvino_fp32", "openvino_int8"], latency_repeats=1,

@@ -24,6 +24,7 @@ AUGMENT_POLICIES = ("color", "translation", "cutout", "flip")   # DiffAugment tr
 RANGE_ESTIMATORS = ("default", "minmax", "mean_minmax", "mean_quantile", "median_minmax", "histogram")
 ORT_CALIBRATIONS = ("minmax", "entropy", "percentile")
 FLOAT_OP_TYPES = ("MatMul", "Add", "Subtract", "Multiply", "DepthToSpace", "GroupConvolution")
+SENSITIVITY_LEVELS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)   # sparsities of the per-layer pruning profile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,9 +267,34 @@ SCHEMA["prune"] = {
     "amounts": List(_AMOUNT, default=[0.2, 0.4, 0.6, 0.8], min_len=1),
     "amount": Float(0.0, low=0, high=1, open_high=True,
                     help="operating point fed to quantize: 0 = the dense base model, else one of prune.amounts"),
-    "method": Choice("l1", "random", default="l1"),
-    "scope": Choice("layer", "global", default="layer"),
+    "method": Choice("l1", "random", default="l1",
+                     help="mask within each tensor: l1 (magnitude; with recovery=reconstruct the OBS saliency, which "
+                          "weighs magnitude by the layer's input Hessian) | random (kept fixed by every recovery)"),
+    "allocation": Choice("uniform", "global", "lamp", "sensitivity", default="sensitivity",
+                         help="how the amount is split over the targeted tensors: uniform (the same fraction each) | "
+                              "global (one magnitude threshold: the earlier study's) | lamp (LAMP scores) | "
+                              "sensitivity (the measured per-layer error profile of stage prune_profile)"),
+    "recovery": Choice("none", "reconstruct", "distill", default="reconstruct",
+                       help="none (masking only) | reconstruct (OBS / SparseGPT re-fit of the surviving weights, layer "
+                            "by layer) | distill (reconstruct, then block-wise distillation against the dense model)"),
     "targets": Choice("all", "edgestylegan", default="all"),
+    "values": Choice("float32", "int8", default="int8",
+                     help="values stored in the pruned file: int8 (per-row symmetric weights, int8 noise maps, mapping "
+                          "network included: the deployable file) | float32"),
+    "calibration_styles": Int(4096, low=64, help="w's for the modulation linears' shared Hessian (mapping only: cheap)"),
+    "calibration_images": Int(16, low=1, help="full-resolution forward passes calibrating every conv (low-resolution "
+                                              "stages take more, from calibration_styles)"),
+    "calibration_positions": Int(65536, low=64, help="random pixels per image and conv for its input Hessian (a stage "
+                                                     "with fewer pixels takes enough images for this many)"),
+    "sequential": Bool(False, help="reconstruct each layer on the inputs its already-pruned predecessors produce "
+                                   "(a partial forward per layer and amount) instead of the dense model's inputs "
+                                   "(Hessians computed once by stage prune_profile)"),
+    "calibration_seed": Int(300000, low=0, high=2**31 - 1,
+                            help="seeds calibration_seed .. + calibration_styles: disjoint from every evaluation seed"),
+    "dampening": Float(0.01, low=0, high=1, open_low=True, help="OBS: fraction of the mean Hessian diagonal added"),
+    "distill_steps": Int(40, low=0, help="recovery = distill: Adam steps per synthesis stage (after its least-squares fit)"),
+    "distill_lr": Float(1.0e-4, low=0, open_low=True, help="recovery = distill: Adam learning rate (cosine to 0)"),
+    "distill_batch_size": Int(4, low=1, help="recovery = distill: latents per step"),
     "seed": Int(0, low=0, high=2**31 - 1, help="prune.method = random only"),
 }
 SCHEMA["quantize"] = {
@@ -324,6 +350,12 @@ def _prune_rules(p: dict) -> None:
     if p["amount"] != 0 and p["amount"] not in amounts:
         raise ParamsError(f"prune.amount = {p['amount']} is neither 0 (dense) nor one of prune.amounts {amounts}; "
                           f"add it to prune.amounts so that the prune stage produces it")
+    if p["allocation"] == "sensitivity" and max(amounts) > SENSITIVITY_LEVELS[-1]:
+        raise ParamsError(f"prune.allocation = sensitivity: prune.amounts {amounts} exceed the profile's largest level "
+                          f"{SENSITIVITY_LEVELS[-1]}; use allocation uniform or lamp for higher amounts")
+    if p["method"] == "random" and p["allocation"] in ("global", "lamp"):
+        raise ParamsError(f"prune.allocation = {p['allocation']} ranks weights by magnitude; with prune.method = random "
+                          f"use allocation uniform or sensitivity")
 
 
 def _quantize_rules(p: dict) -> None:

@@ -68,6 +68,14 @@ class Paths:
     def distill_metrics(self) -> Path: return self.root / "metrics" / "distill.json"
     def prune_metrics(self, amount: float) -> Path: return self.root / "metrics" / "prune" / f"{amount_tag(amount)}.json"
     def prune_layers(self, amount: float) -> Path: return self.root / "reports" / "prune" / f"{amount_tag(amount)}_layers.csv"
+    @property
+    def prune_profile(self) -> Path: return self.root / "reports" / "prune" / "sensitivity.json"
+    @property
+    def prune_profile_figure(self) -> Path: return self.root / "reports" / "prune" / "sensitivity.png"
+    @property
+    def prune_hessians(self) -> Path: return self.root / "data" / "prune" / "hessians.safetensors"
+    def prune_cache(self, amount: float) -> Path: return self.root / "data" / "cache" / "prune" / amount_tag(amount)
+    def prune_live(self, amount: float) -> Path: return self.root / "dvclive" / "prune" / amount_tag(amount)
 
     def quantize_metrics(self, source: str = "operating_point") -> Path:
         return self.root / "metrics" / ("quantize_student.json" if source == "student" else "quantize.json")

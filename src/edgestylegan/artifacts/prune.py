@@ -26,9 +26,48 @@ class PruneRecord(Artifact):
     `targeted` over the tensors prune.targets selects, `synthesis` over all synthesis-network parameters (the earlier
     study's denominator; buffers excluded), `generator` over every parameter (synthesis + mapping)."""
 
+    allocation: str
+    """prune.allocation that split the amount over the targeted tensors (per-tensor zeros in the layers CSV)."""
+
+    recovery: str
+    """prune.recovery: none | reconstruct | distill."""
+
+    values: str
+    """prune.values: the dtype of the stored weights (float32 | int8: per-row symmetric int8, noise maps int8)."""
+
+    group_sparsity: dict[str, float]
+    """Sparsity the allocation gave each kind of layer (`compress.prune.layer_group`: modulation, depthwise,
+    pointwise, conv3x3, head), over that kind's targeted weights."""
+
+    mean_layer_error: float | None
+    """Mean over the pruned tensors of the relative output error ||W X - W' X||^2 / ||W X||^2 on the calibration
+    inputs after reconstruction (None with recovery = none)."""
+
+    seconds: dict[str, float]
+    """Wall time of the stage's parts: allocation, reconstruct, distill (0 where not run)."""
+
+    distill: dict | None
+    """recovery = distill: the fine-tuning's statistics (steps, losses, time); None otherwise."""
+
     earlier_study_recipe: dict[str, dict[str, float]]
     """The earlier study's recipe (targets=edgestylegan, global L1 at `amount`), measured by really pruning copies:
     {"this_model": .., "upstream_parameter_set": ..}, each {"targeted_params", "synthesis_params" (ints: the
     recipe's denominators on that parameter set), "sparsity_targeted", "sparsity_synthesis"}. `upstream_parameter_set`
     is this model's tensors laid out as the upstream MobileStyleGAN module tree (`models.macs.upstream_parameter_set`),
     the set the earlier study pruned."""
+
+
+@dataclasses.dataclass
+class SensitivityProfile(Artifact):
+    """reports/prune/sensitivity.json, written by stage prune_profile, read by every prune@<amount> whose
+    prune.allocation is `sensitivity`: each targeted tensor's relative output error (on the dense model's calibration
+    inputs) after OBS pruning of that tensor alone to each sparsity in `levels`."""
+
+    PRODUCER: ClassVar[str] = "prune_profile"
+
+    base: str
+    """The profiled model file (prune.base)."""
+
+    levels: list[float]
+    layers: dict[str, dict]
+    """{tensor name: {"params": int, "group": str, "error": [one per level]}}."""

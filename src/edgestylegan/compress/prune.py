@@ -1,4 +1,6 @@
-"""One-shot unstructured pruning of the synthesis network (L1 magnitude or random; global or per-layer).
+"""Unstructured pruning of the synthesis network: which tensors are targeted, masks, and sparsity counting.
+
+How many weights each tensor loses is `compress.allocation`'s; re-fitting the survivors is `compress.reconstruct`'s.
 
 Target sets (which weight tensors are pruned):
 
@@ -26,10 +28,10 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 from ..models.macs import upstream_parameter_set
+from .allocation import allocate
 from ..models.mobilestylegan import Generator, ModulatedConv2d
 
 METHODS = ("l1", "random")
-SCOPES = ("global", "layer")
 TARGETS = ("all", "edgestylegan")
 
 
@@ -48,32 +50,57 @@ def select_targets(gen: Generator, targets: str) -> dict[str, tuple[nn.Module, s
     return selected
 
 
-def prune_generator(gen: Generator, amount: float, method: str = "l1", scope: str = "global",
-                    targets: str = "all", seed: int = 0) -> list[str]:
-    """Prune `gen` in place and make the masks permanent. Returns the names of the pruned tensors.
+LAYER_GROUPS = ("modulation", "depthwise", "pointwise", "conv3x3", "head")
 
-    global: one threshold across all target tensors (round(amount * total) weights removed in all);
-    layer: round(amount * numel) weights removed from every target tensor.
-    """
-    if not 0.0 <= amount < 1.0:
-        raise ValueError(f"pruning amount must be in [0, 1), got {amount}")
-    if method not in METHODS or scope not in SCOPES:
-        raise ValueError(f"method must be one of {METHODS} and scope one of {SCOPES}, got {method!r}, {scope!r}")
-    selected = select_targets(gen, targets)
-    params = list(selected.values())
+
+def layer_group(name: str) -> str:
+    """The kind of synthesis layer a targeted weight belongs to (the roles differ: see the README's pruning part)."""
+    if ".modulation." in name:
+        return "modulation"
+    if ".to_img" in name:
+        return "head"
+    for group in ("depthwise", "pointwise"):
+        if f".{group}." in name:
+            return group
+    return "conv3x3"
+
+
+def group_sparsity(layers: dict[str, dict]) -> dict[str, float]:
+    """{group: zeros / params} over the tensors of `sparsity_report(...)["layers"]`."""
+    totals: dict[str, list[int]] = {}
+    for name, row in layers.items():
+        t = totals.setdefault(layer_group(name), [0, 0])
+        t[0] += row["zeros"]
+        t[1] += row["params"]
+    return {g: zeros / params for g, (zeros, params) in totals.items()}
+
+
+def mask_prune_(selected: dict[str, tuple[nn.Module, str]], zeros: dict[str, int], method: str = "l1",
+                seed: int = 0) -> None:
+    """Remove exactly `zeros[name]` weights of each selected tensor (lowest |w|, or at random), masks made permanent."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     pruning_method = tprune.L1Unstructured if method == "l1" else tprune.RandomUnstructured
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if scope == "global":
-            tprune.global_unstructured(params, pruning_method=pruning_method, amount=amount)
-        else:
-            for module, attr in params:
-                pruning_method.apply(module, attr, amount=amount)
+        for name, (module, attr) in selected.items():
+            pruning_method.apply(module, attr, amount=int(zeros[name]))
     with torch.no_grad():
-        for module, attr in params:
+        for module, attr in selected.values():
             tprune.remove(module, attr)
             weight = getattr(module, attr)
             weight.masked_fill_(weight == 0, 0.0)   # -0.0 -> +0.0 (bitwise zero)
+
+
+def prune_generator(gen: Generator, amount: float, method: str = "l1", allocation: str = "uniform",
+                    targets: str = "all", seed: int = 0) -> list[str]:
+    """Masking only (no recovery): prune `gen` in place by an allocation that needs no calibration (uniform, global,
+    lamp; `compress.allocation`). Returns the names of the pruned tensors."""
+    if not 0.0 <= amount < 1.0:
+        raise ValueError(f"pruning amount must be in [0, 1), got {amount}")
+    selected = select_targets(gen, targets)
+    weights = {name: getattr(module, attr) for name, (module, attr) in selected.items()}
+    mask_prune_(selected, allocate(allocation, weights, amount), method, seed)
     return list(selected)
 
 
@@ -131,12 +158,13 @@ def earlier_study_sparsity(gen: Generator, amount: float) -> dict:
     return out
 
 
-def layers_csv(layers: dict[str, dict]) -> str:
-    """The per-tensor table of `sparsity_report(...)["layers"]` as CSV text (tensor, params, nonzero, zeros,
-    sparsity)."""
+def layers_csv(layers: dict[str, dict], errors: dict[str, float] | None = None) -> str:
+    """The per-tensor table of `sparsity_report(...)["layers"]` as CSV text (tensor, group, params, nonzero, zeros,
+    sparsity, and with `errors` the relative output error after reconstruction)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["tensor", "params", "nonzero", "zeros", "sparsity"])
+    writer.writerow(["tensor", "group", "params", "nonzero", "zeros", "sparsity"] + (["relative_error"] if errors else []))
     for name, row in layers.items():
-        writer.writerow([name, row["params"], row["nonzero"], row["zeros"], f"{row['sparsity']:.6f}"])
+        writer.writerow([name, layer_group(name), row["params"], row["nonzero"], row["zeros"], f"{row['sparsity']:.6f}"]
+                        + ([f"{errors[name]:.6g}"] if errors else []))
     return buf.getvalue()

@@ -14,7 +14,7 @@ from ..runtimes.onnx import load_onnx_generator, load_openvino_generator
 
 LOADERS = {
     "edgestylegan.generator.v1": load_generator,
-    "edgestylegan.sparse_generator.v1": load_sparse_generator,
+    "edgestylegan.sparse_generator.v2": load_sparse_generator,
     "onnx": load_onnx_generator,
     "openvino_ir": load_openvino_generator,
 }

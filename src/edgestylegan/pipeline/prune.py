@@ -1,23 +1,31 @@
-"""Stage prune@<amount>: one-shot unstructured pruning of prune.base, stored sparse (bitmask + values).
+"""Stage prune@<amount>: allocation, masks and recovery of one sweep point, stored sparse.
 
-Writes, only after everything succeeded: models/pruned/<amount>.safetensors (format edgestylegan.sparse_generator.v1,
-checked to round-trip bit for bit), reports/prune/<amount>_layers.csv and metrics/prune/<amount>.json
-(`artifacts.prune.PruneRecord`).
+prune@<amount> writes, only after everything succeeded: models/pruned/<amount>.safetensors (format
+edgestylegan.sparse_generator.v2, checked to decode to exactly the model that was measured),
+reports/prune/<amount>_layers.csv and metrics/prune/<amount>.json (`artifacts.prune.PruneRecord`).
 """
 from __future__ import annotations
 
+import copy
 import os
+import time
 from pathlib import Path
 
-from ..artifacts.prune import SCOPES, PruneRecord
-from ..compress.prune import earlier_study_sparsity, layers_csv, prune_generator, sparsity_report
-from ..compress.sparse import load_sparse_generator, save_sparse_generator
+import torch
+
+from ..artifacts.prune import SCOPES, PruneRecord, SensitivityProfile
+from ..compress.allocation import allocate
+from ..compress.prune import (earlier_study_sparsity, group_sparsity, layer_group, layers_csv, mask_prune_,
+                              select_targets, sparsity_report)
+from ..compress.reconstruct import reconstruct_generator, reconstruct_with_hessians
+from ..compress.sparse import int8_weight_roundtrip, load_sparse_generator, save_sparse_generator
 from ..config import load_params
+from ..distill.recover import recover_by_distillation
 from ..errors import UserError
 from ..io.atomic import atomic_path, write_text
-from ..io.checkpoint import load_generator
 from ..metrics.accounting import state_dicts_equal
 from ..paths import Paths
+from .prune_profile import base_model, calibration_styles, read_hessians
 
 
 def run_prune(amount: float, params_path: str | Path = "params.yaml", root: str | Path = ".") -> PruneRecord:
@@ -25,24 +33,62 @@ def run_prune(amount: float, params_path: str | Path = "params.yaml", root: str 
     p = load_params(params_path, ["prune"])["prune"]
     if amount not in p["amounts"]:
         raise UserError(f"--amount {amount} is not one of prune.amounts {p['amounts']}")
-    base_path = paths.base_model(p["base"])
-    if not base_path.is_file():
-        raise UserError(f"prune.base = {p['base']} needs {base_path}; run `dvc repro "
-                        f"{'fetch_teacher' if p['base'] == 'teacher' else 'distill'}` first")
-
-    gen = load_generator(base_path)
+    gen = base_model(paths, p)
+    dense = copy.deepcopy(gen)
     study = earlier_study_sparsity(gen, amount)
-    names = prune_generator(gen, amount, p["method"], p["scope"], p["targets"], p["seed"])
-    report = sparsity_report(gen, names)
-    info = {"base": os.path.relpath(base_path, paths.root), "amount": amount, "method": p["method"],
-            "scope": p["scope"], "targets": p["targets"], "seed": p["seed"]}
+    selected = select_targets(gen, p["targets"])
+    seconds = dict.fromkeys(("allocation", "reconstruct", "distill"), 0.0)
+
+    start = time.perf_counter()
+    profile = None
+    if p["allocation"] == "sensitivity":
+        profile = {n: row["error"] for n, row in SensitivityProfile.read(paths.prune_profile).layers.items()}
+    zeros = allocate(p["allocation"], {n: getattr(m, a) for n, (m, a) in selected.items()}, amount, profile)
+    seconds["allocation"] = time.perf_counter() - start
+
+    errors, distill_stats = None, None
+    if p["recovery"] == "none":
+        mask_prune_(selected, zeros, p["method"], p["seed"])
+    else:
+        fixed = None
+        if p["method"] == "random":
+            masked = copy.deepcopy(gen)
+            masked_sel = select_targets(masked, p["targets"])
+            mask_prune_(masked_sel, zeros, "random", p["seed"])
+            fixed = {n: getattr(m, a) != 0 for n, (m, a) in masked_sel.items()}
+        start = time.perf_counter()
+        if p["sequential"]:
+            styles = calibration_styles(gen, p)
+            errors = reconstruct_generator(gen, zeros, styles, styles[:p["calibration_images"]], p["dampening"],
+                                           p["calibration_positions"], p["calibration_seed"], fixed_masks=fixed)
+        else:
+            errors = reconstruct_with_hessians(gen, zeros, read_hessians(paths), p["dampening"], fixed_masks=fixed)
+        seconds["reconstruct"] = time.perf_counter() - start
+    if p["recovery"] == "distill":
+        start = time.perf_counter()
+        seeds = range(p["calibration_seed"], p["calibration_seed"] + p["calibration_styles"])
+        distill_stats = recover_by_distillation(gen, dense, calibration_seeds=seeds, steps=p["distill_steps"],
+                                                lr=p["distill_lr"], batch_size=p["distill_batch_size"],
+                                                seed=p["calibration_seed"], damp=p["dampening"],
+                                                resume_path=paths.prune_cache(amount) / "resume.pt",
+                                                live_dir=paths.prune_live(amount))
+        seconds["distill"] = time.perf_counter() - start
+
+    if p["values"] == "int8":
+        gen = int8_weight_roundtrip(gen)
+    report = sparsity_report(gen, list(selected))
+    info = {"base": os.path.relpath(paths.base_model(p["base"]), paths.root), "amount": amount,
+            **{k: p[k] for k in ("method", "allocation", "recovery", "targets", "values", "seed")}}
     out_path = paths.pruned_model(amount)
     with atomic_path(out_path, suffix=".safetensors") as tmp:
-        save_sparse_generator(gen, tmp, info)
+        save_sparse_generator(gen, tmp, info, values=p["values"])
         if not state_dicts_equal(load_sparse_generator(tmp).state_dict(), gen.state_dict()):
-            raise RuntimeError(f"{out_path} does not round-trip exactly")   # a bug, not a user error
+            raise RuntimeError(f"{out_path} does not decode to the pruned model")   # a bug, not a user error
     record = PruneRecord(amount=amount, sparsity={scope: report[scope]["sparsity"] for scope in SCOPES},
-                         earlier_study_recipe=study)
-    write_text(paths.prune_layers(amount), layers_csv(report["layers"]))
+                         allocation=p["allocation"], recovery=p["recovery"], values=p["values"],
+                         group_sparsity=group_sparsity(report["layers"]),
+                         mean_layer_error=sum(errors.values()) / len(errors) if errors else None,
+                         seconds=seconds, distill=distill_stats, earlier_study_recipe=study)
+    write_text(paths.prune_layers(amount), layers_csv(report["layers"], errors))
     record.write(paths.prune_metrics(amount))
     return record

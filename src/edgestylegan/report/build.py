@@ -262,7 +262,8 @@ def build_report(params: dict, paths: Paths) -> dict:
     inp = read_inputs(variants, paths)
     rows = collect(inp)
     extra = {"prune_targets": prune_p["targets"],
-             "prune_recipe": f"{prune_p['method']} / {prune_p['scope']} / {prune_p['targets']}",
+             "prune_recipe": " / ".join(str(prune_p[k]) for k in
+                                          ("method", "allocation", "recovery", "targets", "values")),
              "calibration": params["quantize"]["calibration_samples"]}
     p = protocol_from(eval_p, inp, extra)
     fd, kid = p["fd_key"], p["kid_key"]
@@ -335,10 +336,12 @@ def _markdown(rows, inp: Inputs, variants, p: dict, has_fid: bool, captions: dic
              _num(r.get(fd), ".4g"), kid_cell(r, kid)]
             + ([_num(r.get(FID_KEY), ".4g"), kid_cell(r, FID_KID_KEY)] if has_fid else [])
             + [psnr(r), _num(r["ssim"], ".4f")] for r in rows]
-    sweep_header = ["amount", "sparsity: pruned tensors", "synthesis net", "whole generator", "non-zeros", "dense",
-                    "on disk", f"`{fd}`", f"`{kid}` x10^3", "PSNR dB", "SSIM"]
+    sweep_header = ["amount", "sparsity: pruned tensors", "synthesis net", "whole generator",
+                    "by layer kind (allocation)", "non-zeros", "dense", "on disk", f"`{fd}`", f"`{kid}` x10^3",
+                    "PSNR dB", "SSIM"]
     sweep_rows = [[_num(r["amount"] or 0.0, "g"), _num(r["sparsity_pruned"], ".2f", 100, " %"),
                    _num(r["sparsity_synthesis"], ".2f", 100, " %"), _num(r["sparsity_all"], ".2f", 100, " %"),
+                   ", ".join(f"{g} {100 * x:.0f} %" for g, x in (r.get("group_sparsity") or {}).items()) or "-",
                    _num(r["nonzeros"], ",.0f"),
                    _num(r["bytes_dense"], ".2f", 1e-6, " MB"), _num(r["bytes"], ".2f", 1e-6, " MB"),
                    _num(r.get(fd), ".4g"), kid_cell(r, kid), psnr(r), _num(r["ssim"], ".4f")]
@@ -388,8 +391,8 @@ def _markdown(rows, inp: Inputs, variants, p: dict, has_fid: bool, captions: dic
     md += _latency_md(inp, variants)
     if sweep_rows:
         md += ["## Pruning sweep", "",
-               f"One-shot pruning of prune.base at each `prune.amounts` entry (amount 0 = the teacher, its own zeros "
-               f"counted; prune.method / scope / targets = {p['prune_recipe']}). Sparsity is the share of zero "
+               f"Post-training pruning of prune.base at each `prune.amounts` entry (amount 0 = the teacher, its own zeros "
+               f"counted; prune.method / allocation / recovery / targets / values = {p['prune_recipe']}). Sparsity is the share of zero "
                "weights in the pruned tensors, in the synthesis network (the earlier study's denominator) and in the "
                "whole generator (mapping network included); `dense` is the file size with the zeros stored, `on "
                "disk` the sparse file written.", "",

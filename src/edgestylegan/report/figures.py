@@ -149,6 +149,25 @@ def per_layer_sparsity(per_layer: dict[str, dict[str, float]], path: Path) -> st
     return "Share of zero weights in each layer for every pruning amount (module order, input to output)."
 
 
+def sensitivity_curves(levels: list[float], layers: dict[str, dict], path: Path) -> str:
+    """Each targeted tensor's relative output error vs its own sparsity (stage prune_profile), coloured by layer kind."""
+    groups = sorted({row["group"] for row in layers.values()})
+    colours = dict(zip(groups, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in layers.values():
+        ax.plot([100 * x for x in levels], [max(e, 1e-7) for e in row["error"]], color=colours[row["group"]],
+                alpha=0.6, linewidth=1)
+    for group in groups:
+        ax.plot([], [], color=colours[group], label=group)
+    ax.set_yscale("log")
+    ax.set_xlabel("sparsity of the layer alone (%)")
+    ax.set_ylabel("relative output error ||WX - W'X||^2 / ||WX||^2")
+    ax.set_title("Per-layer sensitivity (OBS pruning, calibration inputs of the dense model)", fontsize=10)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return "Relative output error of every targeted layer pruned alone (OBS) vs its sparsity, by layer kind."
+
+
 def sample_grid(strips: list[tuple[str, Path, int]], columns: int, seeds: list[int], path: Path,
                 tile: int = 160) -> str:
     """strips: (row label, strip PNG, tile size in that strip). Rows = variants, columns = the same latents."""

@@ -76,7 +76,7 @@ def assert_same_state(a: Generator, b: Generator):
 
 
 @pytest.mark.parametrize("kw", [dict(steps=4, lr=1e-3), dict(steps=6, lr=1e-2, fit="none"),
-                                dict(steps=3, lr=1e-3, inputs="teacher")])
+                                dict(steps=3, lr=1e-3, inputs="recovered")])
 def test_masks_survive_bit_exactly(teacher, pruned, kw):
     student = copy.deepcopy(pruned)
     before = weight_zeros(student)
@@ -103,7 +103,7 @@ def test_masks_survive_bit_exactly(teacher, pruned, kw):
 
 
 @pytest.mark.parametrize("kw", [dict(steps=0, lr=1e-3), dict(steps=20, lr=1e-2, fit="none"),
-                                dict(steps=0, lr=1e-3, inputs="teacher")])
+                                dict(steps=0, lr=1e-3, inputs="recovered")])
 def test_error_vs_teacher_drops(teacher, pruned, kw):
     student = copy.deepcopy(pruned)
     recover_by_distillation(student, teacher, **{**FAST, "feature_samples": 32, **kw})
@@ -111,9 +111,11 @@ def test_error_vs_teacher_drops(teacher, pruned, kw):
     assert after < 0.95 * before, (before, after)
 
 
-@pytest.mark.parametrize("stop_after", [3, 5, 7])   # Mid-stage, at a stage boundary, mid-stage in a windowed stage.
-def test_resume_equals_uninterrupted(teacher, pruned, tmp_path, stop_after):
-    kw = {**FAST, "steps": 5, "lr": 1e-3, "checkpoint_every": 2}
+# Mid-stage, at a stage boundary, mid-stage in a windowed stage; with recovered inputs the chain is recomputed.
+@pytest.mark.parametrize("stop_after, inputs", [(3, "teacher"), (5, "teacher"), (7, "teacher"), (7, "recovered"),
+                                                (10, "recovered")])
+def test_resume_equals_uninterrupted(teacher, pruned, tmp_path, stop_after, inputs):
+    kw = {**FAST, "steps": 5, "lr": 1e-3, "checkpoint_every": 2, "inputs": inputs}
     straight = copy.deepcopy(pruned)
     recover_by_distillation(straight, teacher, **kw)
 

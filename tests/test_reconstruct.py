@@ -8,7 +8,7 @@ import yaml
 
 from edgestylegan.artifacts.prune import PruneRecord, SensitivityProfile
 from edgestylegan.compress.allocation import ALLOCATIONS, LEVELS, allocate, lamp_scores
-from edgestylegan.compress.prune import prune_generator, select_targets
+from edgestylegan.compress.prune import select_targets
 from edgestylegan.compress.reconstruct import (_relative_error, layer_hessians, obs_prune, obs_prune_levels,
                                                reconstruct_generator, reconstruct_with_hessians, sensitivity_profile)
 from edgestylegan.compress.sparse import load_sparse_generator

@@ -10,11 +10,11 @@ Written here from the papers: the libraries that implement SparseGPT (llm-compre
 drive Hugging Face transformer layers (nn.Linear over token sequences) and do not handle depthwise convs, per-channel
 Hessians or a synthesis network's block structure.
 
-Procedure (`reconstruct_generator`): the modulation linears all see w, which pruning never changes, so they share one
-Hessian over many calibration styles and are pruned first. Then the convolutions, in network order: each block's
-input is cached for the calibration styles, and every conv of the block is calibrated on the inputs that the block's
-already-pruned layers produce (the forward stops at that conv), pruned, and the block's output, computed with its
-pruned layers, becomes the next block's cached input.
+Calibration (`_calibrate`): the modulation linears all see w, which pruning never changes, so they share one Hessian
+over many calibration styles. The convolutions follow in network order, each block's input cached for the calibration
+images. One-shot (`layer_hessians` + `reconstruct_with_hessians`): every Hessian from the dense model in one forward,
+computed once and reused for every amount. Sequential (`reconstruct_generator`): every conv is calibrated on the
+inputs that the already-pruned layers before it produce (a partial forward of its block), then pruned.
 """
 from __future__ import annotations
 

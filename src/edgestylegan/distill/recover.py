@@ -69,7 +69,6 @@ from tqdm import tqdm
 
 from ..io.atomic import atomic_path
 from ..models.mobilestylegan import Generator, MobileSynthesisBlock, StyledConv, latents_from_seeds
-from ..models.wavelets import idwt_haar
 
 INPUT_MODES = ("recovered", "teacher")
 FIT_MODES = ("lstsq", "none")

@@ -11,11 +11,9 @@ import os
 import time
 from pathlib import Path
 
-import torch
-
 from ..artifacts.prune import SCOPES, PruneRecord, SensitivityProfile
 from ..compress.allocation import allocate
-from ..compress.prune import (earlier_study_sparsity, group_sparsity, layer_group, layers_csv, mask_prune_,
+from ..compress.prune import (earlier_study_sparsity, group_sparsity, layers_csv, mask_prune_,
                               select_targets, sparsity_report)
 from ..compress.reconstruct import reconstruct_generator, reconstruct_with_hessians
 from ..compress.sparse import int8_weight_roundtrip, load_sparse_generator, save_sparse_generator
@@ -34,7 +32,7 @@ def run_prune(amount: float, params_path: str | Path = "params.yaml", root: str 
     if amount not in p["amounts"]:
         raise UserError(f"--amount {amount} is not one of prune.amounts {p['amounts']}")
     gen = base_model(paths, p)
-    dense = copy.deepcopy(gen)
+    dense = copy.deepcopy(gen) if p["recovery"] == "distill" else None   # the distillation target
     study = earlier_study_sparsity(gen, amount)
     selected = select_targets(gen, p["targets"])
     seconds = dict.fromkeys(("allocation", "reconstruct", "distill"), 0.0)

@@ -353,5 +353,5 @@ def test_narrower_last_block_is_channel_selected_and_retrained_on_cached_feature
 def test_student_wider_than_the_teacher_is_refused(tiny_setup):
     teacher, _, _ = tiny_setup
     wide = GeneratorConfig(style_dim=STYLE_DIM, mapping_layers=2, resolution=32, channels=(32, 32, 48))
-    with pytest.raises(UserError, match="the last entry may be smaller"):
+    with pytest.raises(UserError, match=r"exceed the teacher.s \[32, 32, 32\]"):
         build_student(wide, teacher.model, "teacher")

@@ -127,11 +127,17 @@ CROSS_CHECKS["teacher"] = [_teacher_rules]
 
 _HEX64 = "0123456789abcdef"
 SCHEMA["student"] = {
+    "arch": Choice("mobilestylegan", "blaze", default="mobilestylegan",
+                   help="mobilestylegan: last block's features at 1/2 of the output, Haar frequency head | blaze "
+                        "(BlazeStyleGAN): features at 1/4, UpToRGB head (pixel shuffle by 4)"),
     "resolution": Int(256, low=8, high=1024, help="output size: a power of two, e.g. 256 | 512 | 1024"),
     "channels": List(Int(low=4), default=[512, 512, 512, 512, 512, 128, 128, 64], min_len=2,
-                     help="init teacher: the teacher's widths, the last used entry may be smaller"),
+                     help="const/conv1 width, then each block's output width; init teacher: at most the teacher's"),
+    "width": Float(1.0, low=0, high=1, open_low=True,
+                   help="multiplies every student.channels entry (rounded to a multiple of 4); narrower stages "
+                        "keep the teacher channels that carry the most signal"),
     "init": Choice("teacher", "scratch", default="teacher"),
-    "all_heads": Bool(False, help="a frequency head per block for the multi-scale loss (dropped on export)"),
+    "all_heads": Bool(False, help="a head per block for the multi-scale losses (dropped on export)"),
 }
 SCHEMA["distill"] = {
     "teacher": Choice("mobilestylegan", "stylegan2", default="mobilestylegan"),
@@ -152,6 +158,9 @@ SCHEMA["distill"] = {
     "lr_schedule": Choice("cosine", "constant", default="cosine"),
     "head_init": Choice("lstsq", "random", default="lstsq"),
     "head_init_samples": Int(32, low=1),
+    "block_steps": Int(300, low=0, help="Adam steps of the block-wise fit of each narrowed stage but the last block "
+                                         "(0: channel selection only)"),
+    "block_samples": Int(64, low=1, help="pool latents whose teacher activations the block-wise fit caches"),
     "crop": Int(64, low=0, help="frozen trunk + pixel losses: train the head on aligned crops of this size (0 = whole)"),
     "w_l1": Float(1.0, low=0),
     "w_l2": Float(1.0, low=0),
@@ -178,10 +187,14 @@ def _student_rules(p: dict) -> None:
     r = p["resolution"]
     if r & (r - 1):
         raise ParamsError(f"student.resolution = {r} must be a power of two (256, 512 or 1024 for FFHQ students)")
-    blocks = r.bit_length() - 4
+    blaze = p["arch"] == "blaze"
+    if blaze and r < 16:
+        raise ParamsError(f"student.arch = blaze needs student.resolution >= 16 (its head upsamples 4 px features "
+                          f"by 4), got {r}")
+    blocks = r.bit_length() - (5 if blaze else 4)
     if len(p["channels"]) < blocks + 1:
-        raise ParamsError(f"student.channels needs {blocks + 1} entries for student.resolution {r}, "
-                          f"got {len(p['channels'])}")
+        raise ParamsError(f"student.channels needs {blocks + 1} entries for student.resolution {r} with "
+                          f"student.arch = {p['arch']}, got {len(p['channels'])}")
     if any(c % 4 for c in p["channels"][:blocks]):
         raise ParamsError("student.channels: every block input width must be divisible by 4 (Haar wavelet bands)")
 

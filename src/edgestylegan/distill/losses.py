@@ -1,8 +1,10 @@
 """Distillation losses (MobileStyleGAN recipe, spec section 3).
 
 * Multi-scale pixel loss: for each student frequency head f (size s), L1 + L2 between IDWT(f) and the teacher image
-  resized to 2s, and between f and the Haar DWT of that resized image ("image pyramid"). The pyramid is built by 2x2
-  box averaging, which equals area-resizing the teacher image to every size (the evaluation's downsampling).
+  resized to 2s, and between f and the Haar DWT of that resized image ("image pyramid"). An UpToRGB head (blaze)
+  gives RGB at 4s: L1 + L2 between that and the teacher image at 4s (its raw output is a rearrangement of the
+  image, so coefficient terms would only repeat the pixel terms). The pyramid is built by 2x2 box averaging, which
+  equals area-resizing the teacher image to every size (the evaluation's downsampling).
 * Perceptual loss: mean L1 over feature taps of a frozen ImageNet network, both images at 256 px.
   `vgg16`: torchvision VGG16 `.features` taps relu1_2, relu2_2, relu3_3, relu4_3, images fed in [-1, 1] without
   ImageNet normalisation (as upstream does). `enl0`: EfficientNet-Lite0 (offline wheel) taps at strides 2, 4, 8, 16;
@@ -19,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..models.wavelets import dwt_haar, idwt_haar
+from ..models.mobilestylegan import FrequencyHead
+from ..models.wavelets import dwt_haar
 
 VGG16_FILE = "vgg16-397923af.pth"          # torchvision's ImageNet VGG16 (sha256 prefix 397923af).
 VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
@@ -40,17 +43,28 @@ def image_pyramid(target: torch.Tensor, sizes: list[int]) -> dict[int, torch.Ten
     return out
 
 
-def pyramid_loss(freqs: list[torch.Tensor], target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """freqs: student head outputs [B, 12, s, s]; target: teacher image [B, 3, R, R] with R >= 2 * max(s)."""
-    pyramid = image_pyramid(target, [2 * f.shape[-1] for f in freqs])
+def pyramid_loss(freqs: list[torch.Tensor], target: torch.Tensor,
+                 head: type = FrequencyHead) -> dict[str, torch.Tensor]:
+    """freqs: outputs of student heads of type `head` ([B, 12, s, s] frequency, [B, 48, s, s] UpToRGB); target:
+    teacher image [B, 3, R, R] with R >= head.factor * max(s)."""
+    pyramid = image_pyramid(target, [head.factor * f.shape[-1] for f in freqs])
     l1 = l2 = target.new_zeros(())
     for f in freqs:
-        gt = pyramid[2 * f.shape[-1]]
-        pred = idwt_haar(f)
-        gt_f = dwt_haar(gt)
-        l1 = l1 + (pred - gt).abs().mean() + (f - gt_f).abs().mean()
-        l2 = l2 + (pred - gt).square().mean() + (f - gt_f).square().mean()
+        gt = pyramid[head.factor * f.shape[-1]]
+        pred = head.to_rgb(f)
+        l1 = l1 + (pred - gt).abs().mean()
+        l2 = l2 + (pred - gt).square().mean()
+        if head is FrequencyHead:
+            gt_f = dwt_haar(gt)
+            l1 = l1 + (f - gt_f).abs().mean()
+            l2 = l2 + (f - gt_f).square().mean()
     return {"l1": l1, "l2": l2}
+
+
+def multiscale_perceptual(perceptual: nn.Module, images: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """Sum of the perceptual loss of every head's RGB output against the teacher image at that output's size."""
+    pyramid = image_pyramid(target, [x.shape[-1] for x in images])
+    return sum(perceptual(x, pyramid[x.shape[-1]]) for x in images)
 
 
 #----------------------------------------------------------------------------

@@ -31,9 +31,8 @@ from tqdm import tqdm
 from ..io.atomic import atomic_path
 from ..models.discriminator import Discriminator
 from ..models.mobilestylegan import Generator
-from ..models.wavelets import idwt_haar
 from .augment import diff_augment, parse_policy
-from .losses import PerceptualLoss, d_logistic, g_nonsaturating, pyramid_loss, r1_penalty
+from .losses import PerceptualLoss, d_logistic, g_nonsaturating, multiscale_perceptual, pyramid_loss, r1_penalty
 from ..imaging import psnr
 from .students import fit_heads_lstsq, head_modules
 from .targets import step_generator
@@ -54,6 +53,8 @@ NOT_TRAINING = {
     "val_seed": "pool: seed of the held-out latents",
     "sample_count": "outputs: held-out latents in the sample grids",
     "device": "device: where the processes run (init_distributed)",
+    "block_steps": "trunk: block-wise fit of narrowed stages (students.fit_narrowed_stages, via train's fit_trunk)",
+    "block_samples": "trunk: latents of the block-wise fit",
 }
 """`distill` params keys that are not the training loop's, and whose they are. `TrainConfig.from_params` takes every
 other key of the section and fails on a key in neither (a new schema key must be placed on purpose)."""
@@ -215,6 +216,7 @@ class TrainResult:
     history: list[dict]               # One record per logged step.
     val: dict[str, float]             # Final evaluate() on the held-out latents.
     head_fit: dict[str, float]        # Closed-form head fit residuals (empty when resumed or head_init=random).
+    trunk_fit: dict[str, dict]        # What `fit_trunk` returned (empty when resumed or not given).
 
 
 def _load_resume(path: Path, fingerprint: str) -> dict | None:
@@ -241,10 +243,14 @@ def _save_resume(path: Path, state: dict) -> None:
 def train(student: Generator, pretrained: set[str], batches: Batches, val: tuple[torch.Tensor, torch.Tensor],
           cfg: TrainConfig, resume_path: str | Path, fingerprint: str, live_dir: str | Path | None = None,
           ctx: DistContext | None = None, progress: bool = True, sample_z: torch.Tensor | None = None,
-          sample_images: torch.Tensor | None = None, stop_after: int | None = None) -> TrainResult:
-    """Distil into `student` in place. `pretrained`: parameter names copied from the teacher (lr_pretrained).
+          sample_images: torch.Tensor | None = None, stop_after: int | None = None,
+          fit_trunk: Callable[[], dict] | None = None) -> TrainResult:
+    """Distil into `student` in place. `pretrained`: parameter names initialised from the teacher (copied, or fitted
+    by `fit_trunk`), trained at lr_pretrained.
 
-    stop_after: return after this many steps of this call (tests: simulate an interruption).
+    fit_trunk: run once on a fresh start (not on resume) before trunk features are cached, e.g. the block-wise fit
+    of narrowed stages (`students.fit_narrowed_stages`). stop_after: return after this many steps of this call
+    (tests: simulate an interruption).
     """
     ctx = ctx or DistContext()
     device = ctx.device
@@ -262,6 +268,7 @@ def train(student: Generator, pretrained: set[str], batches: Batches, val: tuple
         old = []
     heads = head_modules(student)
     final_name, final_head = heads[-1]
+    head_type, factor = type(final_head), final_head.factor
     last_index = len(student.synthesis.blocks) - 1
     last_name, last_block = f"synthesis.blocks.{last_index}", student.synthesis.blocks[last_index]
     in_head = lambda n: any(n.startswith(h + ".") for h, _ in heads)  # noqa: E731
@@ -298,7 +305,7 @@ def train(student: Generator, pretrained: set[str], batches: Batches, val: tuple
         perceptual = PerceptualLoss(cfg.perceptual, cfg.vgg16_weights).to(device)
 
     # Resume or initialise.
-    start, history, seconds, head_fit = 0, [], 0.0, {}
+    start, history, seconds, head_fit, trunk_fit = 0, [], 0.0, {}, {}
     state = _load_resume(resume_path, fingerprint)
     if state is not None:
         student.load_state_dict(state["student"])
@@ -309,6 +316,8 @@ def train(student: Generator, pretrained: set[str], batches: Batches, val: tuple
         start, history, seconds = int(state["step"]), list(state["history"]), float(state["seconds"])
         if ctx.is_main:
             print(f"resuming from {resume_path} at step {start}/{cfg.steps}")
+    if state is None and fit_trunk is not None:
+        trunk_fit = fit_trunk()
     cache = None
     if suffix is not None and hasattr(batches, "indices"):
         cache = cache_module_inputs(student, suffix, batches.pool.train_z, cfg.truncation, device,
@@ -373,24 +382,25 @@ def train(student: Generator, pretrained: set[str], batches: Batches, val: tuple
             idx = batches.indices(step, ctx.rank, cfg.batch_size)
             x, w = cache[0][idx].to(device).float(), cache[1][idx].to(device)
             _, freq = last_block(x, w, "fixed")
-            return idwt_haar(freq), [freq], batches.pool.train_images[idx].to(device).float()
+            return final_head.to_rgb(freq), [freq], batches.pool.train_images[idx].to(device).float()
         if cache is not None:
             idx = batches.indices(step, ctx.rank, cfg.batch_size)
             size = cache[0].shape[-1]
-            crop = cfg.crop // 2 if cfg.crop and perceptual is None and disc is None else 0
+            crop = cfg.crop // factor if cfg.crop and perceptual is None and disc is None else 0
             if 0 < crop < size:
                 # The head is a 1x1 conv and the pixel losses are local, so an aligned crop of features and target
                 # gives exactly the loss on that window, at a fraction of the cost.
                 offsets = torch.randint(0, size - crop + 1, (len(idx), 2),
                                         generator=step_generator(cfg.seed, step, ctx.rank, salt=3)).tolist()
                 feats = torch.stack([cache[0][i, :, y:y + crop, x:x + crop] for i, (y, x) in zip(idx, offsets)])
-                images = torch.stack([batches.pool.train_images[i, :, 2 * y:2 * (y + crop), 2 * x:2 * (x + crop)]
+                images = torch.stack([batches.pool.train_images[i, :, factor * y:factor * (y + crop),
+                                                                factor * x:factor * (x + crop)]
                                       for i, (y, x) in zip(idx, offsets)])
             else:
                 feats, images = cache[0][idx], batches.pool.train_images[idx]
             x, w = feats.to(device).float(), cache[1][idx].to(device)
             freq = final_head(x, w)
-            return idwt_haar(freq), [freq], images.to(device).float()
+            return final_head.to_rgb(freq), [freq], images.to(device).float()
         z, target = batches(step, ctx.rank, cfg.batch_size)
         z, target = z.to(device), target.to(device)
         with torch.no_grad():
@@ -411,10 +421,11 @@ def train(student: Generator, pretrained: set[str], batches: Batches, val: tuple
         img, freqs, target = forward(step)
 
         # Generator step.
-        terms = pyramid_loss(freqs, target)
+        terms = pyramid_loss(freqs, target, head_type)
         total = cfg.w_l1 * terms["l1"] + cfg.w_l2 * terms["l2"]
         if perceptual is not None:
-            terms["perceptual"] = perceptual(img, target)
+            images = [head_type.to_rgb(f) for f in freqs[:-1]] + [img]
+            terms["perceptual"] = multiscale_perceptual(perceptual, images, target)
             total = total + cfg.w_perceptual * terms["perceptual"]
         if disc is not None:
             disc.requires_grad_(False)
@@ -480,11 +491,11 @@ def train(student: Generator, pretrained: set[str], batches: Batches, val: tuple
         checkpoint(end)
         if live is not None:
             live.end()
-        return TrainResult(end, resumed_from, seconds, history, {}, head_fit)
+        return TrainResult(end, resumed_from, seconds, history, {}, head_fit, trunk_fit)
 
     val_metrics = evaluate(student, *val, cfg.truncation, device) if ctx.is_main else {}
     if live is not None:
         live.end()
     if ctx.world_size > 1:
         dist.barrier()
-    return TrainResult(cfg.steps, resumed_from, seconds, history, val_metrics, head_fit)
+    return TrainResult(cfg.steps, resumed_from, seconds, history, val_metrics, head_fit, trunk_fit)

@@ -11,6 +11,10 @@ Written from ../shared/docs/mobilestylegan-ir-spec.md. Choices that differ from 
 
 Every convolution is an `nn.Conv2d` and every modulation an `nn.Linear`, so pruning, quantization and
 distillation all operate on the same modules. Wavelet transforms live in `models.wavelets`.
+
+`arch = "blaze"` is the BlazeStyleGAN layout (Jia et al., CVPRW 2023) on the same blocks: the last block's features
+run at a quarter of the output size, and every head is an `UpToRGB` (C -> 3 x 4 x 4 channels, pixel shuffle by 4).
+For a 256-px output its blocks are exactly MobileStyleGAN's first four (features 8..64 px).
 """
 from __future__ import annotations
 
@@ -22,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .wavelets import HaarIDWT
+from .wavelets import HaarIDWT, dwt_haar, idwt_haar
 
 NoiseMode = Literal["fixed", "random", "none"]
+ARCHS = ("mobilestylegan", "blaze")
 TEACHER_CHANNELS = (512, 512, 512, 512, 512, 256, 128, 64)
 
 
@@ -32,14 +37,19 @@ TEACHER_CHANNELS = (512, 512, 512, 512, 512, 256, 128, 64)
 class GeneratorConfig:
     style_dim: int = 512                      # Width of z and w.
     mapping_layers: int = 8                   # Linear layers in the mapping network.
-    resolution: int = 1024                    # Output image size; the last block's features are half of it.
+    resolution: int = 1024                    # Output image size; the last block's features are 1/head_factor of it.
     channels: tuple[int, ...] = TEACHER_CHANNELS  # Input/conv1 width, then the output width of every block.
-    all_heads: bool = False                   # Build a frequency head per block (needed for multi-scale distillation).
+    all_heads: bool = False                   # Build a head per block (needed for multi-scale distillation).
+    arch: str = "mobilestylegan"              # mobilestylegan (frequency heads) | blaze (UpToRGB heads).
 
     def __post_init__(self):
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        if self.resolution < 8 or self.resolution & (self.resolution - 1):
-            raise ValueError(f"resolution must be a power of two >= 8, got {self.resolution}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {list(ARCHS)}, got {self.arch!r}")
+        smallest = 4 * self.head_factor
+        if self.resolution < smallest or self.resolution & (self.resolution - 1):
+            raise ValueError(f"resolution must be a power of two >= {smallest} for arch {self.arch}, "
+                             f"got {self.resolution}")
         if len(self.channels) < self.num_blocks + 1:
             raise ValueError(
                 f"resolution {self.resolution} needs {self.num_blocks + 1} channel entries, got {len(self.channels)}"
@@ -49,8 +59,13 @@ class GeneratorConfig:
                 raise ValueError(f"block input channels must be divisible by 4 (wavelet bands), got {c}")
 
     @property
+    def head_factor(self) -> int:
+        """Output image size over the last block's feature size."""
+        return 4 if self.arch == "blaze" else 2
+
+    @property
     def num_blocks(self) -> int:
-        return int(math.log2(self.resolution)) - 3
+        return int(math.log2(self.resolution // self.head_factor)) - 2
 
     @property
     def used_channels(self) -> tuple[int, ...]:
@@ -206,7 +221,10 @@ class IDWTUpsample(nn.Module):
 
 
 class FrequencyHead(nn.Module):
-    """`to_img`: 1x1 modulated conv to 12 packed Haar channels (RGB x {LL, LH, HL, HH}), no demodulation."""
+    """`to_img`: 1x1 modulated conv to 12 packed Haar channels (RGB x {LL, LH, HL, HH}), no demodulation; `to_rgb`
+    (the inverse Haar transform) gives RGB at twice the feature size."""
+
+    factor = 2
 
     def __init__(self, in_channels: int, style_dim: int):
         super().__init__()
@@ -215,15 +233,50 @@ class FrequencyHead(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return self.conv(x, w)
 
+    @staticmethod
+    def to_rgb(raw: torch.Tensor) -> torch.Tensor:
+        return idwt_haar(raw)
+
+    @staticmethod
+    def from_rgb(image: torch.Tensor) -> torch.Tensor:
+        """The head output that `to_rgb` maps to `image` (the closed-form fit's target)."""
+        return dwt_haar(image)
+
+
+class UpToRGB(nn.Module):
+    """BlazeStyleGAN's head: 1x1 modulated conv to 3 x f x f channels (no demodulation); `to_rgb` pixel-shuffles them
+    into RGB at f times the feature size."""
+
+    factor = 4
+
+    def __init__(self, in_channels: int, style_dim: int):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channels, 3 * self.factor**2, 1, style_dim, demodulate=False, bias=True)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, w)
+
+    @classmethod
+    def to_rgb(cls, raw: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(raw, cls.factor)
+
+    @classmethod
+    def from_rgb(cls, image: torch.Tensor) -> torch.Tensor:
+        """The head output that `to_rgb` maps to `image` (the closed-form fit's target)."""
+        return F.pixel_unshuffle(image, cls.factor)
+
+
+HEADS = {"mobilestylegan": FrequencyHead, "blaze": UpToRGB}
+
 
 class MobileSynthesisBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, size: int, style_dim: int, with_head: bool):
+    def __init__(self, in_channels: int, out_channels: int, size: int, style_dim: int, head: type | None):
         super().__init__()
         quarter = in_channels // 4
         self.up = IDWTUpsample(in_channels, style_dim)
         self.conv1 = StyledConv(ModulatedDWConv2d(quarter, out_channels, style_dim), size)
         self.conv2 = StyledConv(ModulatedDWConv2d(out_channels, out_channels, style_dim), size)
-        self.to_img = FrequencyHead(out_channels, style_dim) if with_head else None
+        self.to_img = head(out_channels, style_dim) if head is not None else None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: NoiseMode):
         x = self.up(x, w)
@@ -240,15 +293,17 @@ class MobileSynthesisNetwork(nn.Module):
         super().__init__()
         self.config = config
         ch = config.used_channels
+        head = HEADS[config.arch]
         self.const = nn.Parameter(torch.randn(1, ch[0], 4, 4))
         self.conv1 = StyledConv(ModulatedConv2d(ch[0], ch[0], 3, config.style_dim, demodulate=True, bias=True), 4)
-        self.to_img1 = FrequencyHead(ch[0], config.style_dim) if config.all_heads else None
+        self.to_img1 = head(ch[0], config.style_dim) if config.all_heads or config.num_blocks == 0 else None
         self.blocks = nn.ModuleList(
             MobileSynthesisBlock(ch[i], ch[i + 1], 2 ** (i + 3), config.style_dim,
-                                 with_head=config.all_heads or i == config.num_blocks - 1)
+                                 head if config.all_heads or i == config.num_blocks - 1 else None)
             for i in range(config.num_blocks)
         )
-        self.idwt = HaarIDWT()
+        # The last head's output to RGB as a module of its own (analytic MACs count the IDWT's elementwise ops).
+        self.to_rgb = HaarIDWT() if config.arch == "mobilestylegan" else nn.PixelShuffle(UpToRGB.factor)
 
     def forward(self, w: torch.Tensor, noise_mode: NoiseMode = "fixed", return_freqs: bool = False):
         x = self.const.expand(w.shape[0], -1, -1, -1)
@@ -258,7 +313,7 @@ class MobileSynthesisNetwork(nn.Module):
             x, freq = block(x, w, noise_mode)
             if freq is not None:
                 freqs.append(freq)
-        img = self.idwt(freqs[-1])
+        img = self.to_rgb(freqs[-1])
         return (img, freqs) if return_freqs else img
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from ..artifacts.distill import DistillRecord
 from ..config import load_params
 from ..distill.report import write_outputs
-from ..distill.students import build_student
-from ..distill.targets import OnlineBatches, PoolBatches, load_pool
+from ..distill.students import build_student, fit_narrowed_stages, fitted_stages, scaled_channels, stage_parameter_names
+from ..distill.targets import OnlineBatches, PoolBatches, latents, load_pool
 from ..distill.teachers import Teacher
 from ..distill.trainer import TrainConfig, init_distributed, train
 from ..errors import UserError
@@ -42,8 +42,18 @@ def run_distill(params_path: str | Path = "params.yaml", root: str | Path = ".")
         raise UserError(f"{paths.distill_pool} was rendered for {pool.meta.get('spec')}, but params and teacher ask "
                         f"for {spec.__dict__}; run `dvc repro distill_pool`")
     ctx = init_distributed(d["device"])
-    student, pretrained = build_student(_student_config(student_p, teacher), teacher.model, student_p["init"],
-                                        d["seed"])
+    config = _student_config(student_p, teacher)
+    student, pretrained = build_student(config, teacher.model, student_p["init"], d["seed"])
+    fitted = fitted_stages(config, teacher.model.config) if student_p["init"] == "teacher" else []
+    # Narrowed stages before the last block are fitted block-wise on cached teacher activations, then count as
+    # teacher-initialised (frozen with distill.lr_pretrained = 0, so only the suffix trains on images).
+    pretrained |= stage_parameter_names(student, fitted)
+
+    def fit_trunk() -> dict:
+        z = latents(d["block_samples"], d["pool_seed"], config.style_dim)   # The pool's first training latents.
+        return fit_narrowed_stages(student, teacher.model, z, d["truncation"], d["block_steps"], d["lr"],
+                                   d["batch_size"], d["seed"], ctx.is_main)
+
     if d["targets"] == "pool":
         batches = PoolBatches(pool, d["seed"])
     else:
@@ -51,7 +61,8 @@ def run_distill(params_path: str | Path = "params.yaml", root: str | Path = ".")
     k = min(d["sample_count"], len(pool.val_z))
     result = train(student, pretrained, batches, (pool.val_z, pool.val_images), TrainConfig.from_params(d), resume,
                    _run_fingerprint(student_p, d, teacher, pool.meta["fingerprint"]), paths.distill_live, ctx,
-                   sample_z=pool.val_z[:k], sample_images=pool.val_images[:k])
+                   sample_z=pool.val_z[:k], sample_images=pool.val_images[:k],
+                   fit_trunk=fit_trunk if fitted else None)
     if not ctx.is_main:
         return None
     record = write_outputs(student, result, teacher, pool, d["sample_count"], d["truncation"], paths.student_model,
@@ -63,7 +74,8 @@ def run_distill(params_path: str | Path = "params.yaml", root: str | Path = ".")
 def _student_config(student: dict, teacher: Teacher) -> GeneratorConfig:
     t = teacher.model.config
     return GeneratorConfig(style_dim=t.style_dim, mapping_layers=t.mapping_layers, resolution=student["resolution"],
-                           channels=tuple(student["channels"]), all_heads=student["all_heads"])
+                           channels=scaled_channels(student["channels"], student["width"]),
+                           all_heads=student["all_heads"], arch=student["arch"])
 
 
 def _run_fingerprint(student: dict, d: dict, teacher: Teacher, pool_fingerprint: str) -> str:

@@ -156,6 +156,16 @@ def apply_selection(student: Generator, teacher: Generator, keeps: dict[str, tor
                            f"{prefix}.conv.conv.weight": t[f"{prefix}.conv.conv.weight"][:, out],
                            f"{prefix}.conv.conv.bias": t[f"{prefix}.conv.conv.bias"]})
 
+    def styled_dwconv(prefix: str, inp: torch.Tensor, out: torch.Tensor) -> None:
+        """A StyledConv(ModulatedDWConv2d) restricted to input channels `inp` and output channels `out`."""
+        c = f"{prefix}.conv"
+        picked.update({f"{c}.modulation.weight": t[f"{c}.modulation.weight"][inp],
+                       f"{c}.modulation.bias": t[f"{c}.modulation.bias"][inp],
+                       f"{c}.depthwise.weight": t[f"{c}.depthwise.weight"][inp],
+                       f"{c}.pointwise.weight": t[f"{c}.pointwise.weight"][out][:, inp],
+                       f"{c}.pointwise.bias": t[f"{c}.pointwise.bias"][out],
+                       f"{prefix}.noise.noise_strength": t[f"{prefix}.noise.noise_strength"]})
+
     stages = narrowed_stages(config, teacher.config)
     if -1 in stages:
         const, out = keeps["const"], keeps["-1"]
@@ -171,22 +181,10 @@ def apply_selection(student: Generator, teacher: Generator, keeps: dict[str, tor
         b = f"blocks.{i}"
         inp, mid, out = keeps[str(i - 1)], keeps[f"{i}.1"], keeps[str(i)]
         groups = inp[:len(inp) // 4]           # The LL channels: the Haar groups conv1 reads after the IDWT.
-        picked.update({
-            f"{b}.up.modulation.weight": t[f"{b}.up.modulation.weight"][inp],
-            f"{b}.up.modulation.bias": t[f"{b}.up.modulation.bias"][inp],
-            f"{b}.conv1.conv.modulation.weight": t[f"{b}.conv1.conv.modulation.weight"][groups],
-            f"{b}.conv1.conv.modulation.bias": t[f"{b}.conv1.conv.modulation.bias"][groups],
-            f"{b}.conv1.conv.depthwise.weight": t[f"{b}.conv1.conv.depthwise.weight"][groups],
-            f"{b}.conv1.conv.pointwise.weight": t[f"{b}.conv1.conv.pointwise.weight"][mid][:, groups],
-            f"{b}.conv1.conv.pointwise.bias": t[f"{b}.conv1.conv.pointwise.bias"][mid],
-            f"{b}.conv1.noise.noise_strength": t[f"{b}.conv1.noise.noise_strength"],
-            f"{b}.conv2.conv.modulation.weight": t[f"{b}.conv2.conv.modulation.weight"][mid],
-            f"{b}.conv2.conv.modulation.bias": t[f"{b}.conv2.conv.modulation.bias"][mid],
-            f"{b}.conv2.conv.depthwise.weight": t[f"{b}.conv2.conv.depthwise.weight"][mid],
-            f"{b}.conv2.conv.pointwise.weight": t[f"{b}.conv2.conv.pointwise.weight"][out][:, mid],
-            f"{b}.conv2.conv.pointwise.bias": t[f"{b}.conv2.conv.pointwise.bias"][out],
-            f"{b}.conv2.noise.noise_strength": t[f"{b}.conv2.noise.noise_strength"],
-        })
+        picked.update({f"{b}.up.modulation.weight": t[f"{b}.up.modulation.weight"][inp],
+                       f"{b}.up.modulation.bias": t[f"{b}.up.modulation.bias"][inp]})
+        styled_dwconv(f"{b}.conv1", groups, mid)
+        styled_dwconv(f"{b}.conv2", mid, out)
         if student.synthesis.blocks[i].to_img is not None:
             head(f"{b}.to_img", out)
     student.synthesis.load_state_dict(picked, strict=False)

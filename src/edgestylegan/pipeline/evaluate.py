@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..allocator import release_large_allocations
 from ..artifacts.evaluation import EvalInfo, EvalRecord, ReferenceMeta
 from ..config import load_params
 from ..errors import UserError
@@ -45,6 +46,7 @@ def variant_sections(variant: str) -> list[str]:
 
 def run_eval_reference(params_path: str | Path = "params.yaml", root: str | Path = ".") -> ReferenceMeta:
     """Write data/eval/reference.npz from models/teacher.safetensors."""
+    release_large_allocations()   # Thousands of streamed batches: memory must stay flat as eval.num_samples grows.
     cfg = EvalConfig.for_reference(load_params(params_path, ["eval"])["eval"])
     paths = Paths(Path(root))
     check_feature_assets(cfg)
@@ -56,6 +58,7 @@ def run_eval_reference(params_path: str | Path = "params.yaml", root: str | Path
 def run_evaluate(variant: str, params_path: str | Path = "params.yaml",
                  root: str | Path = ".") -> tuple[EvalRecord, EvalInfo]:
     """Write metrics/eval/<variant>.json, reports/eval/<variant>.json and reports/eval/<variant>.png."""
+    release_large_allocations()
     params = load_params(params_path, variant_sections(variant))
     cfg = EvalConfig.from_params(params["eval"])
     paths = Paths(Path(root))

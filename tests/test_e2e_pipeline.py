@@ -20,7 +20,8 @@ TINY = {
     "teacher": {"parity_seeds": [0], "sample_seeds": [0, 1], "w_avg_samples": 64},
     "distill": {"pool_size": 8, "val_size": 4, "steps": 4, "batch_size": 2, "sample_every": 2, "sample_count": 2,
                 "checkpoint_every": 2, "head_init_samples": 4},
-    # torch: converting each 1024-px generator to OpenVINO costs more than rendering 8 images.
+    # torch: the OpenVINO evaluation path is covered by tests/test_evaluate.py and test_features.py; here it would
+    # convert a 1024-px generator per stage for 8 images.
     "eval": {"runtime": "torch", "num_samples": 8, "paired_samples": 8, "kid_subsets": 5, "kid_subset_size": 4,
              "strip_columns": 4, "precision_recall": False},
     "report": {"grid_columns": 3},

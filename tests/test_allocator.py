@@ -16,6 +16,7 @@ PROBE = textwrap.dedent("""
         return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
 
     assert getattr(allocator, sys.argv[1])()
+    torch.ones(1) + 1   # torch's lazy first-op set-up, so that it is not counted as the block's
     base = rss_mb()
     x = torch.ones(64 * 2**20 // 4)   # 64 MiB, every page touched
     held = rss_mb() - base
@@ -32,12 +33,12 @@ def _held_and_left(policy: str) -> tuple[float, float]:
 
 def test_release_returns_freed_blocks_to_the_os():
     held, left = _held_and_left("release_large_allocations")
-    assert held > 60 and left < 8
+    assert held > 60 and held - left > 56   # the block's pages are gone; other small growth may stay
 
 
 def test_keep_reuses_freed_blocks():
     held, left = _held_and_left("keep_large_allocations")
-    assert held > 60 and left > 60
+    assert held > 60 and held - left < 8
 
 
 def test_keep_leaves_a_chosen_policy_alone():

@@ -334,9 +334,10 @@ SCHEMA["quantize"] = {
     "overflow_fix": Choice("enable", "first_layer", "disable", default="enable",
                            help="7-bit weights so u8 x s8 pair sums cannot saturate on CPUs without VNNI: enable "
                                 "(every layer: safe on any x86 CPU) | first_layer | disable (VNNI/AMX machines only)"),
-    "float_ops": List(Choice(*FLOAT_OP_TYPES), default=["MatMul"],
-                      help="OpenVINO op types NNCF leaves float (e.g. MatMul: the mapping and modulation linears)"),
-    "float_blocks": Int(3, low=0, high=8, help="synthesis blocks from the lowest resolution up (with the mapping "
+    "float_ops": List(Choice(*FLOAT_OP_TYPES), default=["MatMul", "Multiply"],
+                      help="OpenVINO op types NNCF leaves float (e.g. MatMul: the mapping and modulation linears; "
+                           "Multiply: the style modulations)"),
+    "float_blocks": Int(2, low=0, high=8, help="synthesis blocks from the lowest resolution up (with the mapping "
                                                "network and conv1) that NNCF leaves float: few MACs, most outliers"),
     "accuracy_control": Bool(False, help="nncf.quantize_with_accuracy_control: revert the costliest quantizers until "
                                          "the validation PSNR reaches quantize.min_psnr (slow: ranks every quantizer)"),

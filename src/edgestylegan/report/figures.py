@@ -200,3 +200,30 @@ def sample_grid(strips: list[tuple[str, Path, int]], columns: int, seeds: list[i
     _save(fig, path)
     return ("Rows are variants, columns the first evaluation latents (same z and noise in every row), shown at the "
             "evaluation resolution.")
+
+
+def recovery_curves(rows: list[dict], floor: dict, protocol: dict, path: Path) -> str:
+    """Quality vs synthesis sparsity, one line per pruning recovery method (scripts/prune_recovery_curves.py).
+    rows: {"recovery", "sparsity_synthesis", fd_key, "kid", "psnr_db"}; floor: the teacher-vs-teacher values."""
+    if not rows:
+        raise NoData("no recovery measurement")
+    fd = protocol["fd_key"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for recovery in dict.fromkeys(r["recovery"] for r in rows):
+        pts = sorted((r for r in rows if r["recovery"] == recovery), key=lambda r: r["sparsity_synthesis"])
+        x = [100 * r["sparsity_synthesis"] for r in pts]
+        for ax, key in zip(axes, (fd, "kid", "psnr_db")):
+            ax.plot(x, [r[key] for r in pts], "o-", label=recovery)
+    for ax, key, label in zip(axes, (fd, "kid", None), (f"{fd} (lower is better)", f"KID, {protocol['space_short']} "
+                                                         "(lower is better)", "PSNR vs teacher (dB, higher is better)")):
+        _floor(ax, floor.get(key) if key else None)
+        ax.set_ylabel(label)
+        ax.set_xlabel("zero weights in the synthesis network (%)")
+        ax.legend(fontsize=8)
+    axes[0].set_yscale("log")
+    axes[1].set_yscale("symlog", linthresh=1e-3)
+    fig.suptitle(f"Pruning recovery methods: {protocol['space_short']}, N = {protocol['n']}, "
+                 f"{protocol['resolution']} px, vs the teacher's samples", fontsize=11)
+    _save(fig, path)
+    return (f"{fd}, KID and PSNR against the teacher's image of the same latent vs synthesis sparsity, per "
+            f"recovery method; dashed: the noise floor (teacher vs teacher at N = {protocol['n']}).")

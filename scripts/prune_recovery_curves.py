@@ -5,8 +5,8 @@ one figure with the noise floor: reports/benchmarks/prune_recovery.{png,md,csv}.
     python scripts/prune_recovery_curves.py --recoveries none reconstruct
 
 Needs data/eval/reference.npz and stage prune_profile's outputs (`dvc repro eval_reference prune_profile`); prunes
-models/teacher.safetensors in a scratch folder (nothing in models/ or metrics/ changes). About 1 min per point for
-none / reconstruct and 3-4 min for distill on a 2-core CPU.
+prune.base's model in a scratch folder (nothing in models/ or metrics/ changes). About 1.5 min per point for
+none / reconstruct and up to ~10 min for distill (549 s of recovery at 0.8) on a 2-core CPU.
 """
 import argparse
 

@@ -8,8 +8,6 @@ png}. A benchmark (scripts/prune_recovery_curves.py), not a stage.
 """
 from __future__ import annotations
 
-import csv
-import io
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ import yaml
 from ..config import read_yaml, validate
 from ..errors import UserError
 from ..io.atomic import write_text
+from ..io.tables import csv_text
 from ..paths import Paths, pruned_variant
 from ..report.figures import recovery_curves
 from .evaluate import run_evaluate
@@ -83,11 +82,7 @@ def run_prune_recovery_curves(recoveries: list[str], params_path: str | Path = "
                 protocol = {"fd_key": "fd_enl0", "space_short": "EfficientNet-Lite0", "n": record.n,
                             "resolution": record.resolution}
     out = paths.reports / "benchmarks"
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(out / "prune_recovery.csv", buf.getvalue())
+    write_text(out / "prune_recovery.csv", csv_text(rows, COLUMNS))
     write_text(out / "prune_recovery.md", _markdown(rows, floor, protocol["n"], protocol["resolution"]))
     recovery_curves(rows, floor, protocol, out / "prune_recovery.png")
     return rows

@@ -6,10 +6,7 @@ interleaved run. A benchmark (scripts/quantize_tradeoff.py), not a DVC stage: it
 """
 from __future__ import annotations
 
-import csv
-import io
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +15,7 @@ from ..compress import quantize as q
 from ..config import SCHEMA, read_yaml, validate
 from ..errors import UserError
 from ..io.atomic import write_text
+from ..io.tables import csv_text
 from ..metrics.evaluate import EvalConfig, Reference, evaluate_variant, reference_statistics
 from ..metrics.latency import cpu_info, generator_call, measure
 from ..paths import Paths
@@ -25,7 +23,7 @@ from ..runtimes import openvino_profile
 from ..runtimes.onnx import OpenVINOOnnxGenerator, save_openvino_ir
 
 DEFAULT_RECIPES = {
-    "nncf defaults, all int8": {"float_ops": [], "float_blocks": 0, "overflow_fix": "disable", "preset": "performance"},
+    "performance preset, no overflow fix, all int8": {"float_ops": [], "float_blocks": 0, "overflow_fix": "disable", "preset": "performance"},
     "all int8 (mixed, overflow fix)": {"float_ops": [], "float_blocks": 0},
     "MatMul float, 3 float blocks": {"float_ops": ["MatMul"], "float_blocks": 3},
     "MatMul + Multiply float, 0 float blocks": {"float_ops": ["MatMul", "Multiply"], "float_blocks": 0},
@@ -33,7 +31,7 @@ DEFAULT_RECIPES = {
     "MatMul + Multiply float, 3 float blocks": {"float_ops": ["MatMul", "Multiply"], "float_blocks": 3},
     "MatMul + Multiply float, 5 float blocks": {"float_ops": ["MatMul", "Multiply"], "float_blocks": 5},
 }
-"""What each lever costs: NNCF as it comes, then the portability fix, the float-block cut and the style multiplies."""
+"""What each lever costs: NNCF's performance preset with nothing else, then the portability fix, the float-block cut and the style multiplies."""
 
 COLUMNS = ["recipe", "overrides", "psnr_db_mean", "psnr_db_min", "int8_conv_mac_fraction", "fd_enl0",
            "fid_vs_teacher", "latency_ms", "latency_vs_fp32"]
@@ -65,7 +63,7 @@ def read_recipes(path: str | Path) -> dict[str, dict]:
 def _markdown(rows: list[dict], cpu: dict, fp32_ms: float, n: int, fidelity: int) -> str:
     isa = ", ".join(sorted(k for k, v in cpu.get("isa", {}).items() if v)) or "unknown"
     lines = ["# int8 recipe trade-off (OpenVINO, NNCF)", "",
-             f"CPU: {cpu.get('model_name')} (ISA: {isa}). PSNR: int8 vs fp32 on {fidelity} held-out latents at full "
+             f"CPU: {cpu.get('model_name')} (ISA: {isa}). PSNR: int8 vs float.onnx on OpenVINO fp32, on {fidelity} held-out latents at full "
              f"resolution. fd_enl0 / fid_vs_teacher: stage evaluate's protocol (N = {n}, vs the teacher's samples). "
              f"Latency: batch 1, interleaved medians in one run; the fp32 model (OpenVINO) took {fp32_ms:.1f} ms.", "",
              "| recipe | PSNR mean dB | PSNR min dB | conv MACs in int8 kernels | fd_enl0 | fid_vs_teacher | latency ms "
@@ -114,18 +112,13 @@ def run_quantize_tradeoff(recipes: dict[str, dict] | None = None, params_path: s
                          "fd_enl0": record.scores.get("fd_enl0", float("nan")),
                          "fid_vs_teacher": record.scores.get("fid_vs_teacher", float("nan"))})
             runners[name] = generator_call(model)
-        time.sleep(1.0)
         latency = measure(runners, repeats=repeats, warmup=1, progress=True)
     fp32_ms = latency["fp32"]["median_ms"]
     for row in rows:
         row["latency_ms"] = latency[row["recipe"]]["median_ms"]
         row["latency_vs_fp32"] = row["latency_ms"] / fp32_ms
 
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
     out = paths.reports / "benchmarks"
-    write_text(out / "quantize_tradeoff.csv", buf.getvalue())
+    write_text(out / "quantize_tradeoff.csv", csv_text(rows, COLUMNS))
     write_text(out / "quantize_tradeoff.md", _markdown(rows, cpu_info(), fp32_ms, cfg.num_samples, len(held_out)))
     return rows

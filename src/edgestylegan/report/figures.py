@@ -227,3 +227,27 @@ def recovery_curves(rows: list[dict], floor: dict, protocol: dict, path: Path) -
     _save(fig, path)
     return (f"{fd}, KID and PSNR against the teacher's image of the same latent vs synthesis sparsity, per "
             f"recovery method; dashed: the noise floor (teacher vs teacher at N = {protocol['n']}).")
+
+
+def student_latency_quality(rows: list[dict], floor: float, protocol: dict, path: Path) -> str:
+    """fd_enl0 vs latency over the random-face IR teacher, one labelled point per student (scripts/student_family.py).
+    rows: {"student", "latency_vs_teacher_ir", "fd_enl0", "runtime"}; floor: the teacher-vs-teacher fd_enl0."""
+    if not rows:
+        raise NoData("no student measured")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        ax.plot(r["latency_vs_teacher_ir"], r["fd_enl0"], "o")
+        ax.annotate(f"{r['student']} ({r['runtime'].split('_')[0]})", (r["latency_vs_teacher_ir"], r["fd_enl0"]),
+                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+    _floor(ax, floor)
+    ax.axhline(2 * floor, color="0.6", linestyle=":", linewidth=1, label="2 x noise floor")
+    ax.axvline(0.10, color="0.6", linestyle="-.", linewidth=1, label="0.10 x teacher IR latency")
+    ax.set_yscale("log")
+    ax.set_xlabel("fp32 latency / random-face OpenVINO IR teacher at 1024 px (same run)")
+    ax.set_ylabel("fd_enl0 vs the teacher's samples (lower is better)")
+    ax.legend(fontsize=8)
+    ax.set_title(f"Students: EfficientNet-Lite0 FD, N = {protocol['n']}, {protocol['resolution']} px; batch 1, "
+                 f"{protocol['threads']} threads", fontsize=10)
+    _save(fig, path)
+    return (f"fd_enl0 of every student (N = {protocol['n']}) vs its fp32 latency on its faster runtime, over the "
+            "original OpenVINO IR teacher's timed in the same interleaved run; dashed: the noise floor.")

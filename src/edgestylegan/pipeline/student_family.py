@@ -1,0 +1,161 @@
+"""The student family side by side: every student architecture and width distilled, evaluated and timed against the
+original OpenVINO IR teacher in one interleaved latency run. The DAG holds one student (the `student` params); all of
+them would exceed the `dvc repro` budget, so this is a benchmark (scripts/student_family.py), not a stage.
+
+Each member is the params' `student` section with a few keys replaced (`FAMILY`). Stage distill's and stage
+evaluate's own functions run in a scratch project whose teacher, distillation pool and evaluation reference are links
+to this project's. Latency: batch 1, z -> image at each model's own resolution, `account.threads` threads, median of
+`account.latency_repeats` rounds in which every runner is timed once; each student on PyTorch and on OpenVINO (its ONNX
+export), the faster counting, divided by the random-face IR teacher (OpenVINO f32, 1024 px) of the same run.
+Writes reports/benchmarks/students.{csv,md,png}.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from ..config import read_yaml, validate
+from ..errors import UserError
+from ..io.atomic import write_text
+from ..io.tables import csv_text
+from ..metrics import accounting as acc
+from ..metrics.latency import cpu_info, generator_call, measure, openvino_ir_call, torch_threads
+from ..models.mobilestylegan import GeneratorConfig, latents_from_seeds
+from ..paths import Paths
+from ..report.figures import student_latency_quality
+from .distill import run_distill
+from .evaluate import run_evaluate
+from .loaders import load_model
+
+FAMILY: dict[str, dict] = {
+    "mobilestylegan": {"arch": "mobilestylegan", "width": 1.0},
+    "blaze": {"arch": "blaze", "width": 1.0},
+    "blaze, last block 256 ch": {"arch": "blaze", "width": 1.0, "last_block_channels": 256},
+    "blaze w0.75": {"arch": "blaze", "width": 0.75},
+    "blaze w0.5": {"arch": "blaze", "width": 0.5},
+}
+"""name -> `student` keys replaced (`last_block_channels`: the last block's entry of `channels`; a last block
+narrower than the teacher's is channel-selected and then trained with its head on cached trunk inputs)."""
+
+COLUMNS = ["student", "arch", "width", "channels", "gmac", "params_synthesis", "distill_seconds", "val_psnr_db",
+           "fd_enl0", "fd_over_floor", "kid", "psnr_db", "ssim", "latency_ms", "runtime", "latency_vs_teacher_ir",
+           "latency_torch_ms", "latency_openvino_ms"]
+
+
+def member_section(student: dict, name: str) -> dict:
+    """The `student` params section of FAMILY member `name`."""
+    if name not in FAMILY:
+        raise UserError(f"unknown student {name!r}: choose from {list(FAMILY)}")
+    overrides = dict(FAMILY[name])
+    section = {**student, **{k: v for k, v in overrides.items() if k != "last_block_channels"}}
+    if "last_block_channels" in overrides:
+        channels = list(section["channels"])
+        last = GeneratorConfig(resolution=section["resolution"], arch=section["arch"]).num_blocks
+        channels[last] = overrides["last_block_channels"]
+        section["channels"] = channels
+    return section
+
+
+def _link_inputs(paths: Paths, scratch: Paths) -> None:
+    needed = [paths.teacher_model, paths.distill_pool, paths.eval_reference]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise UserError(f"missing {missing}; run `dvc repro distill_pool eval_reference` first")
+    for src in needed:
+        dst = scratch.root / src.relative_to(paths.root)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(src.resolve())
+
+
+def _markdown(rows: list[dict], floor: float, protocol: dict, teacher_ms: float, cpu: dict) -> str:
+    isa = ", ".join(sorted(cpu["isa"])) or "unknown"
+    lines = ["# Student family: latency vs quality", "",
+             f"fd_enl0 / KID (EfficientNet-Lite0 features) vs the teacher's samples, N = {protocol['n']}, "
+             f"{protocol['resolution']} px; PSNR / SSIM against the teacher's image of the same latent; noise floor "
+             f"fd_enl0 {floor:.1f}. Held-out PSNR: distill's validation latents at the student resolution. Latency: "
+             f"batch 1, {protocol['threads']} threads, median of {protocol['repeats']} interleaved rounds, each "
+             f"student on its faster runtime (PyTorch or OpenVINO fp32), over the random-face OpenVINO IR teacher "
+             f"(f32, 1024 px) in the same run: {teacher_ms:.1f} ms. CPU: {cpu['model_name']} ({isa}).", "",
+             "| student | channels | GMAC | distill s | held-out PSNR dB | fd_enl0 | x floor | KID | PSNR dB | SSIM | "
+             "latency ms | runtime | x teacher IR |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['student']} | {r['channels']} | {r['gmac']:.2f} | {r['distill_seconds']:.0f} | "
+                     f"{r['val_psnr_db']:.2f} | {r['fd_enl0']:.1f} | {r['fd_over_floor']:.2f} | {r['kid']:.4f} | "
+                     f"{r['psnr_db']:.2f} | {r['ssim']:.3f} | {r['latency_ms']:.1f} | {r['runtime']} | "
+                     f"{r['latency_vs_teacher_ir']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _latency(models: dict[str, Path], threads: int, repeats: int, warmup: int, tmp: Path) -> dict:
+    from ..runtimes.onnx import OpenVINOOnnxGenerator, export_onnx
+    from ..runtimes.openvino_ir import OpenVINOGenerator
+
+    z = latents_from_seeds([0])
+    runners = {("teacher", "openvino_ir_fp32"): openvino_ir_call(OpenVINOGenerator(precision="f32",
+                                                                                   num_threads=threads), z)}
+    for i, (name, path) in enumerate(models.items()):
+        gen = load_model(path).eval()
+        runners[(name, "torch_fp32")] = generator_call(gen, z)
+        onnx = export_onnx(gen, tmp / f"student{i}.onnx")
+        runners[(name, "openvino_fp32")] = generator_call(OpenVINOOnnxGenerator(onnx, threads), z)
+    with torch_threads(threads):
+        return measure(runners, repeats=repeats, warmup=warmup, progress=True)
+
+
+def run_student_family(names: list[str], params_path: str | Path = "params.yaml", root: str | Path = ".") -> list[dict]:
+    if not names:
+        raise UserError(f"no students given: choose from {list(FAMILY)}")
+    paths = Paths(Path(root))
+    raw = read_yaml(params_path)
+    validate(raw, ["student", "distill", "eval", "account"], str(params_path))
+    sections = {name: member_section(raw["student"], name) for name in names}
+    for name, section in sections.items():
+        validate({**raw, "student": section}, ["student"], f"{params_path} (student {name!r})")
+    rows, models, protocol, floor = [], {}, {}, 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Paths(Path(tmp) / "project")
+        _link_inputs(paths, scratch)
+        for i, (name, section) in enumerate(sections.items()):
+            print(f"student {name}: distill", flush=True)
+            params = scratch.root / f"params{i}.yaml"
+            params.write_text(yaml.safe_dump({**raw, "student": section}))
+            shutil.rmtree(scratch.distill_live, ignore_errors=True)   # Each member logs its own curves.
+            distilled = run_distill(params, scratch.root)
+            print(f"student {name}: evaluate", flush=True)
+            record, _ = run_evaluate("student", params, scratch.root)
+            models[name] = Path(tmp) / f"student{i}.safetensors"
+            shutil.copyfile(scratch.student_model, models[name])
+            gen = load_model(models[name])
+            floor = record.noise_floor["fd_enl0"]
+            protocol = {"n": record.n, "resolution": record.resolution}
+            rows.append({"student": name, "arch": section["arch"], "width": section["width"],
+                         "channels": "/".join(str(c) for c in gen.config.used_channels),
+                         "gmac": acc.mac_summary(gen.config)["gmac"],
+                         "params_synthesis": acc.parameter_counts(gen)["synthesis"]["params"],
+                         "distill_seconds": distilled.train["seconds"], "val_psnr_db": distilled.val["psnr_db"],
+                         "fd_enl0": record.scores["fd_enl0"], "fd_over_floor": record.scores["fd_enl0"] / floor,
+                         "kid": record.scores["kid_enl0"]["mean"], "psnr_db": record.paired["psnr_db"],
+                         "ssim": record.paired["ssim"]})
+        a = raw["account"]
+        print(f"latency: {len(models)} students and the teacher IR, interleaved", flush=True)
+        start = time.perf_counter()
+        timings = _latency(models, a["threads"], a["latency_repeats"], a["latency_warmup"], Path(tmp))
+        print(f"latency run: {time.perf_counter() - start:.0f} s", flush=True)
+    teacher_ms = timings[("teacher", "openvino_ir_fp32")]["median_ms"]
+    for row in rows:
+        torch_ms = timings[(row["student"], "torch_fp32")]["median_ms"]
+        openvino_ms = timings[(row["student"], "openvino_fp32")]["median_ms"]
+        runtime, best = min((("torch_fp32", torch_ms), ("openvino_fp32", openvino_ms)), key=lambda t: t[1])
+        row.update(latency_ms=best, runtime=runtime, latency_vs_teacher_ir=best / teacher_ms,
+                   latency_torch_ms=torch_ms, latency_openvino_ms=openvino_ms)
+    cpu = cpu_info()
+    protocol.update(threads=raw["account"]["threads"], repeats=raw["account"]["latency_repeats"])
+    out = paths.reports / "benchmarks"
+    write_text(out / "students.csv", csv_text(rows, COLUMNS))
+    write_text(out / "students.md", _markdown(rows, floor, protocol, teacher_ms, cpu))
+    student_latency_quality(rows, floor, protocol, out / "students.png")
+    return rows

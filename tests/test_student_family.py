@@ -1,0 +1,36 @@
+"""The student-family benchmark's member definitions and input checks (the benchmark itself distills for minutes:
+scripts/student_family.py)."""
+import shutil
+
+import pytest
+
+from edgestylegan.config import read_yaml, validate
+from edgestylegan.errors import UserError
+from edgestylegan.models.mobilestylegan import GeneratorConfig
+from edgestylegan.pipeline.student_family import FAMILY, member_section, run_student_family
+
+
+def test_every_member_is_a_valid_student_section():
+    raw = read_yaml("params.yaml")
+    for name in FAMILY:
+        validate({**raw, "student": member_section(raw["student"], name)}, ["student"], name)
+
+
+def test_last_block_channels_narrow_only_the_last_block():
+    student = read_yaml("params.yaml")["student"]
+    section = member_section(student, "blaze, last block 256 ch")
+    config = GeneratorConfig(resolution=section["resolution"], arch="blaze", channels=section["channels"])
+    assert config.used_channels[-1] == 256
+    assert config.used_channels[:-1] == tuple(student["channels"][:config.num_blocks])
+
+
+def test_unknown_student_is_refused(tmp_path):
+    with pytest.raises(UserError, match="choose from"):
+        run_student_family(["tiny"], "params.yaml", tmp_path)
+
+
+def test_missing_inputs_are_named_and_nothing_is_written(tmp_path):
+    shutil.copy("params.yaml", tmp_path / "params.yaml")
+    with pytest.raises(UserError, match=r"teacher\.safetensors.*dvc repro distill_pool eval_reference"):
+        run_student_family(["blaze"], tmp_path / "params.yaml", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

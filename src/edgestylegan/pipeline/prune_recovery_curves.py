@@ -22,21 +22,10 @@ from ..paths import Paths, pruned_variant
 from ..report.figures import recovery_curves
 from .evaluate import run_evaluate
 from .prune import run_prune
+from .scratch import link_inputs
 
 RECOVERIES = ("none", "reconstruct", "distill")
 COLUMNS = ["recovery", "amount", "sparsity_synthesis", "fd_enl0", "kid", "psnr_db", "ssim", "prune_seconds"]
-
-
-def _link_inputs(paths: Paths, scratch: Paths, base: str) -> None:
-    needed = list(dict.fromkeys([paths.base_model(base), paths.teacher_model, paths.eval_reference,
-                                 paths.prune_profile, paths.prune_hessians]))
-    missing = [str(p) for p in needed if not p.is_file()]
-    if missing:
-        raise UserError(f"missing {missing}; run `dvc repro eval_reference prune_profile` (and the prune.base's stage) first")
-    for src in needed:
-        dst = scratch.root / src.relative_to(paths.root)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.symlink_to(src.resolve())
 
 
 def _markdown(rows: list[dict], floor: dict, n: int, resolution: int) -> str:
@@ -64,7 +53,10 @@ def run_prune_recovery_curves(recoveries: list[str], params_path: str | Path = "
     rows, floor, protocol = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Paths(Path(tmp))
-        _link_inputs(paths, scratch, raw["prune"]["base"])
+        base = raw["prune"]["base"]
+        link_inputs(paths, scratch, [paths.base_model(base), paths.teacher_model, paths.eval_reference,
+                                     paths.prune_profile, paths.prune_hessians],
+                    "`dvc repro eval_reference prune_profile` (and the prune.base's stage)")
         for recovery in recoveries:
             params = scratch.root / f"params_{recovery}.yaml"
             params.write_text(yaml.safe_dump({**raw, "prune": {**raw["prune"], "recovery": recovery}}))

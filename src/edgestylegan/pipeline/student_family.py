@@ -30,6 +30,7 @@ from ..report.figures import student_latency_quality
 from .distill import run_distill
 from .evaluate import run_evaluate
 from .loaders import load_model
+from .scratch import link_inputs
 
 FAMILY: dict[str, dict] = {
     "mobilestylegan": {"arch": "mobilestylegan", "width": 1.0},
@@ -58,17 +59,6 @@ def member_section(student: dict, name: str) -> dict:
         channels[last] = overrides["last_block_channels"]
         section["channels"] = channels
     return section
-
-
-def _link_inputs(paths: Paths, scratch: Paths) -> None:
-    needed = [paths.teacher_model, paths.distill_pool, paths.eval_reference]
-    missing = [str(p) for p in needed if not p.is_file()]
-    if missing:
-        raise UserError(f"missing {missing}; run `dvc repro distill_pool eval_reference` first")
-    for src in needed:
-        dst = scratch.root / src.relative_to(paths.root)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.symlink_to(src.resolve())
 
 
 def _markdown(rows: list[dict], floor: float, protocol: dict, teacher_ms: float, cpu: dict) -> str:
@@ -118,7 +108,8 @@ def run_student_family(names: list[str], params_path: str | Path = "params.yaml"
     rows, models, protocol, floor = [], {}, {}, 0.0
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Paths(Path(tmp) / "project")
-        _link_inputs(paths, scratch)
+        link_inputs(paths, scratch, [paths.teacher_model, paths.distill_pool, paths.eval_reference],
+                    "`dvc repro distill_pool eval_reference`")
         for i, (name, section) in enumerate(sections.items()):
             print(f"student {name}: distill", flush=True)
             params = scratch.root / f"params{i}.yaml"

@@ -11,7 +11,8 @@ Runtime), metrics/quantize{,_student}.json (int8-vs-fp32 PSNR per engine, the Op
 import argparse
 
 from edgestylegan.cli import entry_point
-from edgestylegan.pipeline.quantize import SOURCES, run_quantize
+from edgestylegan.pipeline.loaders import SOURCES
+from edgestylegan.pipeline.quantize import run_quantize
 
 
 @entry_point

@@ -24,8 +24,7 @@ from ..metrics import accounting as acc
 from ..metrics.latency import cpu_info, generator_call, measure, openvino_ir_call, torch_threads
 from ..models.mobilestylegan import Generator, latents_from_seeds
 from ..paths import Paths, amount_tag
-from .loaders import load_model, model_format
-from .quantize import source_model
+from .loaders import load_model, model_format, source_model
 
 SECTIONS = ["prune", "quantize", "account"]
 FIXED_VARIANTS = ("teacher", "int8", "student", "student-int8")

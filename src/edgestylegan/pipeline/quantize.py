@@ -12,8 +12,6 @@ succeeded (and the quantize.engine file reached quantize.min_psnr on the held-ou
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import sys
@@ -28,37 +26,19 @@ from ..compress import quantize as q
 from ..config import load_params
 from ..errors import UserError
 from ..io.atomic import atomic_directory, write_text
+from ..io.tables import csv_text
 from ..metrics.latency import cpu_info
 from ..models.mobilestylegan import Generator
 from ..paths import Paths
 from ..runtimes import openvino_profile
 from ..runtimes.onnx import (OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export_onnx, save_openvino_ir,
                              stamp_onnx_metadata)
-from .loaders import load_model
+from .loaders import SOURCES, load_model, source_model
 
-SOURCES = ("operating_point", "student")
 RECIPE_KEYS = ("calibration_samples", "calibration_seed", "truncation", "preset", "fast_bias_correction",
                "smooth_quant_alpha", "channel_alignment", "range_estimator", "overflow_fix", "float_ops",
                "float_blocks", "accuracy_control", "validation_samples", "validation_seed", "ort_calibration",
                "ort_reduce_range", "fidelity_seed", "fidelity_samples")
-
-
-def source_model(source: str, prune: dict, paths: Paths) -> tuple[Path, dict]:
-    """-> (float model file, the record's operating_point) of `source`; a UserError naming the stage to run if the
-    file is missing."""
-    if source not in SOURCES:
-        raise UserError(f"--source {source!r}: choose one of {SOURCES}")
-    if source == "student":
-        path, operating_point, producer = paths.student_model, {}, "distill"
-    else:
-        amount = prune["amount"]
-        path = paths.base_model(prune["base"]) if amount == 0 else paths.pruned_model(amount)
-        operating_point = {"prune_amount": amount}
-        producer = "prune" if amount else ("fetch_teacher" if prune["base"] == "teacher" else "distill")
-    if not path.is_file():
-        what = "the student" if source == "student" else f"prune.amount = {prune['amount']}"
-        raise UserError(f"{what} needs {path}; run `dvc repro {producer}` first")
-    return path, operating_point
 
 
 def check_engine_fidelity(record: QuantizeRecord) -> None:
@@ -91,15 +71,11 @@ def _fp32_images(gen: Generator, inputs: list[dict], truncation: float) -> list[
     return [gen(torch.from_numpy(x["z"]), truncation).numpy() for x in inputs]
 
 
+LAYER_FIELDS = ["model", "node", "layer_type", "kernel", "precision", "time_ms", "conv_macs"]
+
+
 def _layers_csv(profiles: dict[str, list[dict]]) -> str:
-    buf = io.StringIO()
-    fields = ["model", "node", "layer_type", "kernel", "precision", "time_ms", "conv_macs"]
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for model, rows in profiles.items():
-        for row in rows:
-            writer.writerow({"model": model, **row})
-    return buf.getvalue()
+    return csv_text([{"model": model, **row} for model, rows in profiles.items() for row in rows], LAYER_FIELDS)
 
 
 def run_quantize(source: str = "operating_point", params_path: str | Path = "params.yaml", root: str | Path = ".",

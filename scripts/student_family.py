@@ -1,8 +1,9 @@
 """Every student architecture and width distilled, evaluated and timed against the original OpenVINO IR teacher in
 one interleaved run: reports/benchmarks/students.{png,md,csv} (fd_enl0 vs latency).
 
-    python scripts/student_family.py                                  # the whole family
+    python scripts/student_family.py                                  # every member but the trunk-trained blaze
     python scripts/student_family.py --students blaze "blaze w0.5"
+    python scripts/student_family.py --students mobilestylegan "blaze, trunk trained"   # + ~25 min
 
 Needs models/teacher.safetensors, data/distill/pool.safetensors and data/eval/reference.npz
 (`dvc repro distill_pool eval_reference`); trains in a scratch folder (nothing in models/ or metrics/ changes).
@@ -11,13 +12,13 @@ A few minutes per student on a 2-core CPU (distill with the params' settings, th
 import argparse
 
 from edgestylegan.cli import entry_point
-from edgestylegan.pipeline.student_family import FAMILY, run_student_family
+from edgestylegan.pipeline.student_family import DEFAULT_MEMBERS, FAMILY, run_student_family
 
 
 @entry_point
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--students", nargs="+", default=list(FAMILY), choices=list(FAMILY))
+    parser.add_argument("--students", nargs="+", default=DEFAULT_MEMBERS, choices=list(FAMILY))
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--root", default=".")
     args = parser.parse_args()

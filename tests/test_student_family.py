@@ -7,18 +7,27 @@ import pytest
 from edgestylegan.config import read_yaml, validate
 from edgestylegan.errors import UserError
 from edgestylegan.models.mobilestylegan import GeneratorConfig
-from edgestylegan.pipeline.student_family import FAMILY, member_section, run_student_family
+from edgestylegan.pipeline.student_family import DEFAULT_MEMBERS, FAMILY, member_params, run_student_family
 
 
-def test_every_member_is_a_valid_student_section():
+def test_every_member_is_a_valid_student_and_distill_section():
     raw = read_yaml("params.yaml")
     for name in FAMILY:
-        validate({**raw, "student": member_section(raw["student"], name)}, ["student"], name)
+        validate(member_params(raw, name), ["student", "distill"], name)
+
+
+def test_trunk_trained_blaze_trains_every_layer_and_runs_only_when_named():
+    raw = read_yaml("params.yaml")
+    member = member_params(raw, "blaze, trunk trained")
+    assert member["distill"]["lr_pretrained"] > 0 and member["student"]["all_heads"] is True
+    assert member["distill"]["perceptual"] == "enl0" and member["eval"] == raw["eval"]
+    assert "blaze, trunk trained" not in DEFAULT_MEMBERS
+    assert member_params(raw, "blaze")["distill"] == raw["distill"]
 
 
 def test_last_block_channels_narrow_only_the_last_block():
-    student = read_yaml("params.yaml")["student"]
-    section = member_section(student, "blaze, last block 256 ch")
+    raw = read_yaml("params.yaml")
+    student, section = raw["student"], member_params(raw, "blaze, last block 256 ch")["student"]
     config = GeneratorConfig(resolution=section["resolution"], arch="blaze", channels=section["channels"])
     assert config.used_channels[-1] == 256
     assert config.used_channels[:-1] == tuple(student["channels"][:config.num_blocks])

@@ -2,7 +2,7 @@
 original OpenVINO IR teacher in one interleaved latency run. The DAG holds one student (the `student` params); all of
 them would exceed the `dvc repro` budget, so this is a benchmark (scripts/student_family.py), not a stage.
 
-Each member is the params' `student` section with a few keys replaced (`FAMILY`). Stage distill's and stage
+Each member is the params with a few `student` (and for some, `distill`) keys replaced (`FAMILY`). Stage distill's and stage
 evaluate's own functions run in a scratch project whose teacher, distillation pool and evaluation reference are links
 to this project's. Latency: batch 1, z -> image at each model's own resolution, `account.threads` threads, median of
 `account.latency_repeats` rounds in which every runner is timed once; each student on PyTorch and on OpenVINO (its ONNX
@@ -32,33 +32,40 @@ from .evaluate import run_evaluate
 from .loaders import load_model
 from .scratch import link_inputs
 
-FAMILY: dict[str, dict] = {
-    "mobilestylegan": {"arch": "mobilestylegan", "width": 1.0},
-    "blaze": {"arch": "blaze", "width": 1.0},
-    "blaze, last block 256 ch": {"arch": "blaze", "width": 1.0, "last_block_channels": 256},
-    "blaze w0.75": {"arch": "blaze", "width": 0.75},
-    "blaze w0.5": {"arch": "blaze", "width": 0.5},
+FAMILY: dict[str, dict[str, dict]] = {
+    "mobilestylegan": {"student": {"arch": "mobilestylegan", "width": 1.0}},
+    "blaze": {"student": {"arch": "blaze", "width": 1.0}},
+    "blaze, last block 256 ch": {"student": {"arch": "blaze", "width": 1.0, "last_block_channels": 256}},
+    "blaze w0.75": {"student": {"arch": "blaze", "width": 0.75}},
+    "blaze w0.5": {"student": {"arch": "blaze", "width": 0.5}},
+    "blaze, trunk trained": {"student": {"arch": "blaze", "width": 1.0, "all_heads": True},
+                             "distill": {"lr_pretrained": 1.0e-4, "crop": 0, "perceptual": "enl0", "steps": 400}},
 }
-"""name -> `student` keys replaced (`last_block_channels`: the last block's entry of `channels`; a last block
-narrower than the teacher's is channel-selected and then trained with its head on cached trunk inputs)."""
+"""name -> {params section: keys replaced}. `last_block_channels` (student) is the last block's entry of `channels`;
+a last block narrower than the teacher's is channel-selected and then trained with its head on cached trunk inputs.
+The trunk-trained blaze fine-tunes every layer with the multi-scale perceptual loss (about 25 min of distillation
+on a 2-core CPU), so it runs only when named."""
+
+DEFAULT_MEMBERS = [name for name in FAMILY if "distill" not in FAMILY[name]]
+"""The members a plain `scripts/student_family.py` run builds: those distilled with the params' own distill settings."""
 
 COLUMNS = ["student", "arch", "width", "channels", "gmac", "params_synthesis", "distill_seconds", "val_psnr_db",
            "fd_enl0", "fd_over_floor", "kid", "psnr_db", "ssim", "latency_ms", "runtime", "latency_vs_teacher_ir",
            "latency_torch_ms", "latency_openvino_ms"]
 
 
-def member_section(student: dict, name: str) -> dict:
-    """The `student` params section of FAMILY member `name`."""
+def member_params(raw: dict, name: str) -> dict:
+    """The params of FAMILY member `name`: `raw` with that member's `student` and `distill` keys replaced."""
     if name not in FAMILY:
         raise UserError(f"unknown student {name!r}: choose from {list(FAMILY)}")
-    overrides = dict(FAMILY[name])
-    section = {**student, **{k: v for k, v in overrides.items() if k != "last_block_channels"}}
-    if "last_block_channels" in overrides:
-        channels = list(section["channels"])
-        last = GeneratorConfig(resolution=section["resolution"], arch=section["arch"]).num_blocks
-        channels[last] = overrides["last_block_channels"]
-        section["channels"] = channels
-    return section
+    overrides = FAMILY[name]
+    student = {**raw["student"], **{k: v for k, v in overrides["student"].items() if k != "last_block_channels"}}
+    if "last_block_channels" in overrides["student"]:
+        channels = list(student["channels"])
+        last = GeneratorConfig(resolution=student["resolution"], arch=student["arch"]).num_blocks
+        channels[last] = overrides["student"]["last_block_channels"]
+        student["channels"] = channels
+    return {**raw, "student": student, "distill": {**raw["distill"], **overrides.get("distill", {})}}
 
 
 def _markdown(rows: list[dict], floor: float, protocol: dict, teacher_ms: float, cpu: dict) -> str:
@@ -102,18 +109,18 @@ def run_student_family(names: list[str], params_path: str | Path = "params.yaml"
     paths = Paths(Path(root))
     raw = read_yaml(params_path)
     validate(raw, ["student", "distill", "eval", "account"], str(params_path))
-    sections = {name: member_section(raw["student"], name) for name in names}
-    for name, section in sections.items():
-        validate({**raw, "student": section}, ["student"], f"{params_path} (student {name!r})")
+    members = {name: member_params(raw, name) for name in names}
+    for name, member in members.items():
+        validate(member, ["student", "distill"], f"{params_path} (student {name!r})")
     rows, models, protocol, floor = [], {}, {}, 0.0
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Paths(Path(tmp) / "project")
         link_inputs(paths, scratch, [paths.teacher_model, paths.distill_pool, paths.eval_reference],
                     "`dvc repro distill_pool eval_reference`")
-        for i, (name, section) in enumerate(sections.items()):
+        for i, (name, member) in enumerate(members.items()):
             print(f"student {name}: distill", flush=True)
             params = scratch.root / f"params{i}.yaml"
-            params.write_text(yaml.safe_dump({**raw, "student": section}))
+            params.write_text(yaml.safe_dump(member))
             shutil.rmtree(scratch.distill_live, ignore_errors=True)   # Each member logs its own curves.
             distilled = run_distill(params, scratch.root)
             print(f"student {name}: evaluate", flush=True)
@@ -123,7 +130,7 @@ def run_student_family(names: list[str], params_path: str | Path = "params.yaml"
             gen = load_model(models[name])
             floor = record.noise_floor["fd_enl0"]
             protocol = {"n": record.n, "resolution": record.resolution}
-            rows.append({"student": name, "arch": section["arch"], "width": section["width"],
+            rows.append({"student": name, "arch": member["student"]["arch"], "width": member["student"]["width"],
                          "channels": "/".join(str(c) for c in gen.config.used_channels),
                          "gmac": acc.mac_summary(gen.config)["gmac"],
                          "params_synthesis": acc.parameter_counts(gen)["synthesis"]["params"],

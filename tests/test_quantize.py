@@ -105,9 +105,16 @@ def test_float_blocks_and_ops_stay_float(setup, float_onnx):
     early = q.early_block_ops(model, 1)
     assert early and q.early_block_ops(model, 0) == []
     assert set(q.early_block_ops(model, 2)) > set(early)
-    quantized = q.nncf_quantize(model, cal, {**DEFAULTS, "float_blocks": 1, "float_ops": ["MatMul"]})
+    head = q.head_ops(model)
+    kinds = [op.get_type_name() for op in model.get_ordered_ops() if op.get_friendly_name() in head]
+    assert kinds[0] == "Convolution" and "Convolution" not in kinds[1:] and kinds[-1] == "DepthToSpace", kinds
+    quantized = q.nncf_quantize(model, cal, {**DEFAULTS, "float_blocks": 1, "float_head": True,
+                                             "float_ops": ["MatMul"]})
+    quantizes = {op.get_friendly_name() for op in quantized.get_ops()
+                 if "FakeQuantize" in [i.get_source_output().get_node().get_type_name() for i in op.inputs()]}
+    assert quantizes, "nothing was quantized"
     for op in quantized.get_ops():
-        if op.get_type_name() in ("MatMul",) or op.get_friendly_name() in early:
+        if op.get_type_name() in ("MatMul",) or op.get_friendly_name() in early + head:
             feeds = [i.get_source_output().get_node().get_type_name() for i in op.inputs()]
             assert "FakeQuantize" not in feeds, op.get_friendly_name()
 

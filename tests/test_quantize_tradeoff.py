@@ -35,3 +35,13 @@ def test_script_exits_2_on_a_bad_recipe_file(tmp_path):
                           str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 2 and "float_ops" in out.stderr, out.stderr
     assert not (tmp_path / "reports").exists()
+
+
+def test_missing_student_export_names_its_stage(tmp_path):
+    from edgestylegan.pipeline.quantize_tradeoff import run_quantize_tradeoff
+
+    with pytest.raises(UserError, match=r"quantized_student/float.onnx not found; run `dvc repro quantize_student`"):
+        run_quantize_tradeoff({"a": {"float_head": True}}, "params.yaml", tmp_path, source="student")
+    with pytest.raises(UserError, match="--source 'teacher'"):
+        run_quantize_tradeoff(None, "params.yaml", tmp_path, source="teacher")
+    assert not (tmp_path / "reports").exists()

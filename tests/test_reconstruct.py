@@ -10,7 +10,8 @@ from edgestylegan.artifacts.prune import PruneRecord, SensitivityProfile
 from edgestylegan.compress.allocation import ALLOCATIONS, LEVELS, allocate, lamp_scores
 from edgestylegan.compress.prune import select_targets
 from edgestylegan.compress.reconstruct import (_relative_error, layer_hessians, obs_prune, obs_prune_levels,
-                                               reconstruct_generator, reconstruct_with_hessians, sensitivity_profile)
+                                               reconstruct_generator, reconstruct_with_hessians, refit_to_dense,
+                                               sensitivity_profile)
 from edgestylegan.compress.sparse import load_sparse_generator
 from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.models.mobilestylegan import latents_from_seeds
@@ -51,6 +52,50 @@ def test_per_row_hessians_and_levels_agree_with_single_runs():
     for level, count in enumerate(counts):
         assert torch.equal(stacked[level], obs_prune(weight, hessian, count))
         assert int((stacked[level] == 0).sum()) == count
+
+
+def test_refit_to_dense_is_the_least_squares_fit_to_the_dense_output():
+    g = torch.Generator().manual_seed(3)
+    weight, x_dense = torch.randn(5, 8, generator=g), torch.randn(400, 8, generator=g).double()
+    x = x_dense + 0.3 * torch.randn(400, 8, generator=g).double()         # the pruned model's inputs
+    refit = refit_to_dense(weight, x.T @ x / 400, x_dense.T @ x / 400, dampening=0.0)
+    expected = torch.linalg.lstsq(x, x_dense @ weight.double().T).solution.T
+    assert torch.allclose(refit.double(), expected, atol=1e-5)
+    rows = torch.randn(5, 400, 8, generator=g).double()                   # per-row inputs (depthwise)
+    noisy = rows + 0.3 * torch.randn(5, 400, 8, generator=g).double()
+    per_row = refit_to_dense(weight, torch.einsum("rni,rnj->rij", noisy, noisy) / 400,
+                             torch.einsum("rni,rnj->rij", rows, noisy) / 400, dampening=0.0)
+    for r in range(5):
+        fit = torch.linalg.lstsq(noisy[r], rows[r] @ weight[r].double()).solution
+        assert torch.allclose(per_row[r].double(), fit, atol=1e-5)
+
+
+def test_sequential_reconstruction_undoes_the_error_of_earlier_layers(tiny_generator):
+    """A later layer with nothing to prune is re-fit towards the dense model's output of that layer: on its calibration
+    images (all 64 at every pixel: positions = 256 = the 16-px block's pixels) it moves closer to it."""
+    dense = copy.deepcopy(tiny_generator).eval()
+    early, late = "synthesis.blocks.0.conv1.conv.pointwise", "synthesis.blocks.1.conv1.conv.pointwise"
+    with torch.no_grad():
+        styles = dense.style(latents_from_seeds(range(300000, 300512), dense.style_dim))
+    rebuilt = copy.deepcopy(dense)
+    errors = reconstruct_generator(rebuilt, {f"{early}.weight": dense.get_submodule(early).weight.numel() * 3 // 4,
+                                             f"{late}.weight": 0}, styles[:448], styles[:64], positions=256,
+                                   progress=False)
+    unchanged = copy.deepcopy(rebuilt)
+    unchanged.get_submodule(late).weight.data.copy_(dense.get_submodule(late).weight)
+
+    def late_output(gen):
+        out = []
+        handle = gen.get_submodule(late).register_forward_hook(lambda _m, _a, y: out.append(y))
+        with torch.no_grad():
+            gen.synthesis(styles[:64])
+        handle.remove()
+        return out[0]
+    target = late_output(dense)
+    error = {name: float((late_output(g) - target).square().sum()) for name, g in (("refit", rebuilt),
+                                                                                    ("unchanged", unchanged))}
+    assert error["refit"] < 0.97 * error["unchanged"], error
+    assert 0 < errors[f"{late}.weight"] < 1
 
 
 @pytest.mark.parametrize("allocation", ALLOCATIONS)

@@ -339,6 +339,8 @@ SCHEMA["quantize"] = {
                            "Multiply: the style modulations)"),
     "float_blocks": Int(2, low=0, high=8, help="synthesis blocks from the lowest resolution up (with the mapping "
                                                "network and conv1) that NNCF leaves float: few MACs, most outliers"),
+    "float_head": Bool(False, help="leave the output head (its 1x1 conv to Haar coefficients / RGB and the inverse "
+                                   "transform) float: few MACs, and its activations are the image itself"),
     "accuracy_control": Bool(False, help="nncf.quantize_with_accuracy_control: revert the costliest quantizers until "
                                          "the validation PSNR reaches quantize.min_psnr (slow: ranks every quantizer)"),
     "ort_calibration": Choice(*ORT_CALIBRATIONS, default="minmax", help="ONNX Runtime calibration method"),

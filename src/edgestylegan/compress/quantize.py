@@ -99,18 +99,27 @@ def early_block_ops(model, blocks: int) -> list[str]:
     return names
 
 
+def head_ops(model) -> list[str]:
+    """Names of the output head's ops in the OpenVINO graph of an exported generator: the last Convolution (the
+    head's 1x1 modulated conv to Haar coefficients or to pixel-shuffled RGB) and everything after it (the inverse Haar
+    transform or pixel shuffle). Their activations are the image itself: int8 steps there are visible pixel noise."""
+    ops = [op for op in model.get_ordered_ops() if op.get_type_name() not in ("Parameter", "Constant", "Result")]
+    last = max(i for i, op in enumerate(ops) if op.get_type_name() == "Convolution")
+    return [op.get_friendly_name() for op in ops[last:]]
+
+
 def nncf_quantize(model, calibration: list[dict], recipe: dict,
                   validation: tuple[list[dict], list[np.ndarray]] | None = None):
     """int8 OpenVINO model of the float OpenVINO `model` (static batch 1) by NNCF.
 
     recipe: the quantize params (preset, fast_bias_correction, smooth_quant_alpha, channel_alignment,
-    range_estimator, overflow_fix, float_ops, accuracy_control, min_psnr). With accuracy control, `validation` =
+    range_estimator, overflow_fix, float_ops, float_blocks, float_head, accuracy_control, min_psnr). With accuracy control, `validation` =
     (inputs, their fp32 images) scores a candidate by its per-latent PSNR against those images, and NNCF reverts the quantizers
     that cost the most until the mean reaches recipe["min_psnr"]."""
     import nncf
 
     types = sorted({op.get_type_name() for op in model.get_ops()} & set(recipe["float_ops"]))
-    names = early_block_ops(model, recipe["float_blocks"])
+    names = early_block_ops(model, recipe["float_blocks"]) + (head_ops(model) if recipe["float_head"] else [])
     kw = dict(preset=nncf.QuantizationPreset(recipe["preset"]), subset_size=len(calibration),
               fast_bias_correction=recipe["fast_bias_correction"], advanced_parameters=_advanced(recipe),
               ignored_scope=nncf.IgnoredScope(types=types, names=names) if types or names else None)

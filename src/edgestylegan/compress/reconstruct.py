@@ -14,10 +14,15 @@ Calibration (`_calibrate`): the modulation linears all see w, which pruning neve
 over many calibration styles. The convolutions follow in network order, each block's input cached for the calibration
 images. One-shot (`layer_hessians` + `reconstruct_with_hessians`): every Hessian from the dense model in one forward,
 computed once and reused for every amount. Sequential (`reconstruct_generator`): every conv is calibrated on the
-inputs that the already-pruned layers before it produce (a partial forward of its block), then pruned.
+inputs that the already-pruned layers before it produce (a partial forward of its block), then pruned. Its target is
+the dense model's output of that layer on the dense model's inputs, not the layer's dense weights on the pruned inputs:
+with X the pruned model's inputs and X_d the dense model's at the same pixels, ||W X_d - W' X||^2 = ||W X_d - W* X||^2
++ ||(W* - W') X||^2 for W* = W C H^-1 (C = X_d X^T, H = X X^T), so OBS pruning W* instead of W makes every layer also
+undo the error that the pruned layers before it left (W* regularised towards W: `refit_to_dense`) (the asymmetric calibration of GPTAQ, Li et al. 2025, for OBS).
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -142,8 +147,8 @@ def _second_moment(conv: nn.Conv2d, cols: torch.Tensor) -> torch.Tensor:
 class _HessianHook:
     """Accumulates H = E[patch patch^T] of a conv's input, at most `positions` random pixels per call."""
 
-    def __init__(self, conv: nn.Conv2d, positions: int, seed: int, stop: bool):
-        self.conv, self.positions, self.stop = conv, positions, stop
+    def __init__(self, conv: nn.Conv2d, positions: int, seed: int):
+        self.conv, self.positions = conv, positions
         self.generator = torch.Generator().manual_seed(seed)
         self.total, self.count = 0.0, 0
         self.handle = conv.register_forward_pre_hook(self)
@@ -155,8 +160,6 @@ class _HessianHook:
         cols = _conv_columns(self.conv, x, idx)
         self.total = self.total + _second_moment(self.conv, cols).to(torch.float64)   # float32 products
         self.count += cols.shape[0] * cols.shape[-1]
-        if self.stop:
-            raise _Stop
 
     def result(self) -> torch.Tensor:
         self.handle.remove()
@@ -173,12 +176,76 @@ def _run_all(run, inputs: list) -> list:
     return outputs
 
 
+def _cross_moment(conv: nn.Conv2d, dense_cols: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Sum of x_d x^T over patches (dense model's patch, pruned model's patch at the same pixel)."""
+    if conv.groups > 1:
+        return torch.einsum("bcil,bcjl->cij", dense_cols, cols)
+    flat_d = dense_cols.transpose(0, 1).reshape(dense_cols.shape[1], -1)
+    return flat_d @ cols.transpose(0, 1).reshape(cols.shape[1], -1).T
+
+
+class _PairedHook:
+    """Accumulates, over the same random pixels of one conv's input in the dense model (x_d) and in the model being
+    pruned (x): H = E[x x^T], C = E[x_d x^T] and H_d = E[x_d x_d^T]. Call the dense model first, then the pruned one,
+    on the same batch; each call stops its forward at the conv."""
+
+    def __init__(self, conv: nn.Conv2d, dense_conv: nn.Conv2d, positions: int, seed: int):
+        self.conv, self.positions = conv, positions
+        self.generator = torch.Generator().manual_seed(seed)
+        self.idx, self.dense_cols = None, None
+        self.hessian, self.cross, self.dense_hessian, self.count = 0.0, 0.0, 0.0, 0
+        self.handles = [dense_conv.register_forward_pre_hook(self.dense), conv.register_forward_pre_hook(self.pruned)]
+
+    def dense(self, _module, args):
+        x = args[0].detach()
+        pixels = x.shape[-1] * x.shape[-2]
+        self.idx = torch.randperm(pixels, generator=self.generator)[:self.positions] if pixels > self.positions else None
+        self.dense_cols = _conv_columns(self.conv, x, self.idx)
+        raise _Stop
+
+    def pruned(self, _module, args):
+        cols = _conv_columns(self.conv, args[0].detach(), self.idx)
+        self.hessian = self.hessian + _second_moment(self.conv, cols).to(torch.float64)
+        self.cross = self.cross + _cross_moment(self.conv, self.dense_cols, cols).to(torch.float64)
+        self.dense_hessian = self.dense_hessian + _second_moment(self.conv, self.dense_cols).to(torch.float64)
+        self.count += cols.shape[0] * cols.shape[-1]
+        raise _Stop
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        for handle in self.handles:
+            handle.remove()
+        return self.hessian / self.count, self.cross / self.count, self.dense_hessian / self.count
+
+
+def refit_to_dense(weight: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor,
+                   dampening: float = 0.01) -> torch.Tensor:
+    """For a [rows, cols] weight W: W' = W + W (C - H) (H + lambda I)^-1, the weights that on the pruned model's inputs
+    best reproduce the dense layer's output on the dense inputs, with a ridge penalty lambda ||W' - W||^2 (lambda:
+    `dampening` times the mean diagonal of H, as in `inverse_hessian_factor`), so poorly excited input directions keep
+    their dense weights instead of shrinking to zero. Per-row moments ([rows, cols, cols]) for depthwise kernels."""
+    h = hessian.detach().to(torch.float64)
+    h = h.unsqueeze(0) if h.dim() == 2 else h
+    c = cross.detach().to(torch.float64).reshape(h.shape)
+    damped = h.clone()
+    diag = torch.diagonal(damped, dim1=-2, dim2=-1)
+    diag[diag == 0] = 1.0
+    diag += dampening * diag.mean(dim=-1, keepdim=True)
+    w = weight.detach().to(torch.float64)
+    if h.shape[0] == 1:
+        correction = torch.linalg.solve(damped[0], (w @ (c[0] - h[0])).T).T
+    else:
+        correction = torch.linalg.solve(damped, torch.einsum("ri,rij->rj", w, c - h).unsqueeze(-1)).squeeze(-1)
+    return (w + correction).to(torch.float32)
+
+
 def _prune_layer_(module: nn.Module, hessian: torch.Tensor, zeros: int, dampening: float,
-                  fixed_mask: torch.Tensor | None) -> None:
+                  fixed_mask: torch.Tensor | None, cross: torch.Tensor | None = None) -> None:
     weight = module.weight
     rows, cols = weight.shape[0], weight[0].numel()     # depthwise [I, 1, k, k]: one row (and Hessian) per channel
     mask2d = None if fixed_mask is None else fixed_mask.reshape(rows, cols)
-    new = obs_prune(weight.reshape(rows, cols), hessian, zeros, dampening, fixed_mask=mask2d)
+    start = weight.reshape(rows, cols) if cross is None else refit_to_dense(weight.reshape(rows, cols), hessian,
+                                                                             cross, dampening)
+    new = obs_prune(start, hessian, zeros, dampening, fixed_mask=mask2d)
     with torch.no_grad():
         weight.copy_(new.view_as(weight))
 
@@ -211,12 +278,13 @@ def _synthesis_weights(gen: Generator) -> dict[str, nn.Module]:
 @torch.no_grad()
 def _calibrate(gen: Generator, names, styles: torch.Tensor, image_styles: torch.Tensor, positions: int, seed: int,
                batch_size: int, visit, sequential: bool, progress: bool, desc: str) -> None:
-    """Call visit(name, module, hessian) for each named synthesis weight in network order.
+    """Call visit(name, module, hessian[, (cross, dense_hessian)]) for each named synthesis weight in network order.
 
     The modulation linears come first: they all see w, which pruning never changes, so they share one Hessian over
     `styles`. A conv's Hessian is E[patch patch^T] of its input. sequential: taken on the inputs produced by everything
-    visited before it (which `visit` may have pruned: each conv costs a partial forward of its block); else on the
-    inputs of the model as it was at the start (one forward in all). A stage at low resolution (conv1 at 4 px, the
+    visited before it (which `visit` may have pruned: each conv costs a partial forward of its block and one of the
+    model as it was at the start, whose inputs at the same pixels give the cross moment C = E[x_d x^T] and H_d); else
+    on the inputs of the model as it was at the start (one forward in all). A stage at low resolution (conv1 at 4 px, the
     first blocks) has fewer pixels than `positions`: it is calibrated on more images, enough for `positions` pixels,
     taken from `styles` after `image_styles` (cheap at that size).
     """
@@ -224,6 +292,7 @@ def _calibrate(gen: Generator, names, styles: torch.Tensor, image_styles: torch.
     unknown = set(names) - set(modules)
     if unknown:
         raise ValueError(f"not synthesis conv/linear weights: {sorted(unknown)}")
+    dense_stages = _block_runners(copy.deepcopy(gen)) if sequential else None   # before `visit` changes anything
     bar = tqdm(total=len(names), desc=desc, unit="layer", disable=not progress)
     w64 = styles.to(torch.float64)
     style_hessian = w64.T @ w64 / w64.shape[0]
@@ -237,21 +306,29 @@ def _calibrate(gen: Generator, names, styles: torch.Tensor, image_styles: torch.
               for i in range(len(stages))]
     calibration = torch.cat([image_styles, styles])[:counts[0]]
     x = [gen.synthesis.const.expand(len(c), -1, -1, -1) for c in calibration.split(256)]
+    x_dense = x
     batches = list(calibration.split(256))
     for stage_index, (run, convs) in enumerate(stages):
-        x, batches = _rebatch(x, batches, counts[stage_index], max(batch_size, 4096 // (16 * 4 ** stage_index)))
+        size = max(batch_size, 4096 // (16 * 4 ** stage_index))
+        x_dense, _ = _rebatch(x_dense, batches, counts[stage_index], size)
+        x, batches = _rebatch(x, batches, counts[stage_index], size)
         inputs = list(zip(x, batches))
         targeted = [(next(n for n, m in modules.items() if m is conv), i, conv) for i, conv in enumerate(convs)]
         targeted = [t for t in targeted if t[0] in names]
         if sequential:
+            dense_run, dense_convs = dense_stages[stage_index]
             for name, conv_index, conv in targeted:
-                hook = _HessianHook(conv, positions, seed + 1000 * stage_index + conv_index, stop=True)
-                _run_all(run, inputs)
-                visit(name, conv, hook.result())
+                hook = _PairedHook(conv, dense_convs[conv_index], positions, seed + 1000 * stage_index + conv_index)
+                for (x_batch, w), x_dense_batch in zip(inputs, x_dense):
+                    _run_all(dense_run, [(x_dense_batch, w)])
+                    _run_all(run, [(x_batch, w)])
+                hessian, cross, dense_hessian = hook.result()
+                visit(name, conv, hessian, (cross, dense_hessian))
                 bar.update(1)
             x = _run_all(run, inputs)
+            x_dense = _run_all(dense_run, list(zip(x_dense, batches)))
         else:
-            hooks = [_HessianHook(conv, positions, seed + 1000 * stage_index + i, stop=False) for _, i, conv in targeted]
+            hooks = [_HessianHook(conv, positions, seed + 1000 * stage_index + i) for _, i, conv in targeted]
             x = _run_all(run, inputs)
             for (name, _, conv), hook in zip(targeted, hooks):
                 visit(name, conv, hook.result())
@@ -277,9 +354,10 @@ def reconstruct_generator(gen: Generator, zeros: dict[str, int], styles: torch.T
     `gen.state_dict()`), every survivor re-fit by OBS on inputs that the already-pruned layers produce.
 
     styles: [N, style_dim] w's for the modulation linears' shared Hessian; image_styles: [M, style_dim] w's whose
-    forward passes calibrate the convolutions (at most `positions` random pixels per image and layer).
-    fixed_masks (name -> bool, True = keep): keep those masks and only re-fit. Returns {name: relative output error
-    of the layer on its calibration inputs} (||W X - W' X||^2 / ||W X||^2, from the Hessian).
+    forward passes calibrate the convolutions (at most `positions` random pixels per image and layer), each conv
+    re-fit towards the dense model's output of that layer (module docstring). fixed_masks (name -> bool, True = keep):
+    keep those masks and only re-fit. Returns {name: relative output error of the layer on its calibration inputs}
+    (||W X_d - W' X||^2 / ||W X_d||^2 from the moments; X_d = X for the modulation linears).
     """
     errors: dict[str, float] = {}
     _calibrate(gen, list(zeros), styles, image_styles, positions, seed, batch_size,
@@ -304,10 +382,11 @@ def reconstruct_with_hessians(gen: Generator, zeros: dict[str, int], hessians: d
 
 
 def _pruner(zeros: dict[str, int], dampening: float, fixed_masks: dict, errors: dict):
-    def prune(name, module, hessian):
+    def prune(name, module, hessian, to_dense=None):
         dense = module.weight.detach().clone()
-        _prune_layer_(module, hessian, zeros[name], dampening, fixed_masks.get(name))
-        errors[name] = _relative_error(dense, module.weight.detach(), hessian)
+        cross = None if to_dense is None else to_dense[0]
+        _prune_layer_(module, hessian, zeros[name], dampening, fixed_masks.get(name), cross)
+        errors[name] = _relative_error(dense, module.weight.detach(), hessian, to_dense)
     return prune
 
 
@@ -330,14 +409,19 @@ def _rebatch(x: list, w: list, count: int, batch_size: int) -> tuple[list, list]
     return list(x_all.split(batch_size)), list(w_all.split(batch_size))
 
 
-def _relative_error(dense: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tensor) -> float:
+def _relative_error(dense: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tensor,
+                    to_dense: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+    """||W X_d - W' X||^2 / ||W X_d||^2 from the moments H = X X^T, and with to_dense = (C = X_d X^T, H_d = X_d X_d^T)
+    (else X_d = X)."""
     rows = dense.shape[0]
-    diff = (dense - pruned).reshape(rows, -1).to(torch.float64)
-    ref = dense.reshape(rows, -1).to(torch.float64)
-    hessian = hessian.to(torch.float64)
-    if hessian.dim() == 3:
-        quad = lambda m: torch.einsum("ri,rij,rj->", m, hessian, m)
+    w = dense.reshape(rows, -1).to(torch.float64)
+    w_pruned = pruned.reshape(rows, -1).to(torch.float64)
+    pattern = "ri,rij,rj->" if hessian.dim() == 3 else "ri,ij,rj->"
+    form = lambda a, m, b: float(torch.einsum(pattern, a, m.to(torch.float64), b))
+    if to_dense is None:
+        num, denom = form(w - w_pruned, hessian, w - w_pruned), form(w, hessian, w)
     else:
-        quad = lambda m: torch.einsum("ri,ij,rj->", m, hessian, m)
-    denom = float(quad(ref))
-    return float(quad(diff)) / denom if denom > 0 else math.nan
+        cross, dense_hessian = to_dense
+        denom = form(w, dense_hessian, w)
+        num = denom - 2 * form(w, cross, w_pruned) + form(w_pruned, hessian, w_pruned)
+    return num / denom if denom > 0 else math.nan

@@ -37,7 +37,7 @@ from .loaders import SOURCES, load_model, source_model
 
 RECIPE_KEYS = ("calibration_samples", "calibration_seed", "truncation", "preset", "fast_bias_correction",
                "smooth_quant_alpha", "channel_alignment", "range_estimator", "overflow_fix", "float_ops",
-               "float_blocks", "accuracy_control", "validation_samples", "validation_seed", "ort_calibration",
+               "float_blocks", "float_head", "accuracy_control", "validation_samples", "validation_seed", "ort_calibration",
                "ort_reduce_range", "fidelity_seed", "fidelity_samples")
 
 
@@ -54,7 +54,7 @@ def check_engine_fidelity(record: QuantizeRecord) -> None:
         raise UserError(f"quantize.engine = {record.engine}: its int8 model's mean PSNR vs fp32 on "
                         f"{record.num_fidelity_latents} held-out latents is {_db(record.engine_psnr(record.engine))}, "
                         f"below quantize.min_psnr = {target} dB; keep more of the network float (quantize.float_blocks, "
-                        f"quantize.float_ops), turn on quantize.accuracy_control, or lower quantize.min_psnr")
+                        f"quantize.float_head, quantize.float_ops), turn on quantize.accuracy_control, or lower quantize.min_psnr")
 
 
 def _db(value: float | None) -> str:

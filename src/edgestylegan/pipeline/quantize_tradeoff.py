@@ -2,7 +2,8 @@
 against fp32, the study's distribution metrics (stage evaluate's protocol, against data/eval/reference.npz), the share
 of conv MACs that ran in int8 kernels, and the OpenVINO latency, every recipe and the fp32 model timed in one
 interleaved run. A benchmark (scripts/quantize_tradeoff.py), not a DVC stage: it quantizes models/quantized/float.onnx
-(stage quantize's export of the operating point) and writes reports/benchmarks/quantize_tradeoff.{csv,md}.
+(stage quantize's export of the operating point; source "student": stage quantize_student's models/quantized_student/
+float.onnx) and writes reports/benchmarks/quantize_tradeoff{,_student}.{csv,md}.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ..io.tables import csv_text
 from ..metrics.evaluate import EvalConfig, Reference, evaluate_variant, reference_statistics
 from ..metrics.latency import cpu_info, generator_call, measure
 from ..paths import Paths
+from .loaders import SOURCES
 from ..runtimes import openvino_profile
 from ..runtimes.onnx import OpenVINOOnnxGenerator, save_openvino_ir
 
@@ -76,16 +78,20 @@ def _markdown(rows: list[dict], cpu: dict, fp32_ms: float, n: int, fidelity: int
 
 
 def run_quantize_tradeoff(recipes: dict[str, dict] | None = None, params_path: str | Path = "params.yaml",
-                          root: str | Path = ".", repeats: int = 5, threads: int | None = None) -> list[dict]:
+                          root: str | Path = ".", repeats: int = 5, threads: int | None = None,
+                          source: str = "operating_point") -> list[dict]:
+    if source not in SOURCES:
+        raise UserError(f"--source {source!r}: choose one of {SOURCES}")
     recipes = DEFAULT_RECIPES if recipes is None else recipes
     paths = Paths(Path(root))
     raw = read_yaml(params_path)
     checked = {name: recipe_params(raw, over, name) for name, over in recipes.items()}   # All before any work.
     base = validate(raw, ["quantize", "eval"], str(params_path))
     cfg = EvalConfig.from_params(base["eval"])
-    float_onnx = paths.float_onnx()
+    float_onnx = paths.float_onnx(source)
     if not float_onnx.is_file():
-        raise UserError(f"{float_onnx} not found; run `dvc repro quantize` first")
+        stage = "quantize_student" if source == "student" else "quantize"
+        raise UserError(f"{float_onnx} not found; run `dvc repro {stage}` first")
     ref = Reference(paths.eval_reference, cfg)
     statistics = reference_statistics(cfg)
     p = base["quantize"]
@@ -95,6 +101,7 @@ def run_quantize_tradeoff(recipes: dict[str, dict] | None = None, params_path: s
     reference = [fp32.run_numpy(x["z"], x["truncation"]) for x in held_out]
 
     rows, runners = [], {"fp32": generator_call(fp32)}
+    variant, suffix = ("student-int8", "_student") if source == "student" else ("int8", "")
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, recipe) in enumerate(checked.items()):
             print(f"[{i + 1}/{len(checked)}] {name}", flush=True)
@@ -105,7 +112,7 @@ def run_quantize_tradeoff(recipes: dict[str, dict] | None = None, params_path: s
             model = OpenVINOOnnxGenerator(xml, threads)
             psnr = q.psnr_per_image([model.run_numpy(x["z"], x["truncation"]) for x in held_out], reference)
             kernels = openvino_profile.summary(openvino_profile.profile(xml, held_out[0], threads=threads))
-            record, _, _ = evaluate_variant("int8", model, xml, ref, statistics, cfg, load_seconds=0.0)
+            record, _, _ = evaluate_variant(variant, model, xml, ref, statistics, cfg, load_seconds=0.0)
             rows.append({"recipe": name, "overrides": recipes[name], "psnr_db_mean": float(np.mean(psnr)),
                          "psnr_db_min": float(np.min(psnr)),
                          "int8_conv_mac_fraction": kernels["int8_conv_mac_fraction"],
@@ -119,6 +126,6 @@ def run_quantize_tradeoff(recipes: dict[str, dict] | None = None, params_path: s
         row["latency_vs_fp32"] = row["latency_ms"] / fp32_ms
 
     out = paths.reports / "benchmarks"
-    write_text(out / "quantize_tradeoff.csv", csv_text(rows, COLUMNS))
-    write_text(out / "quantize_tradeoff.md", _markdown(rows, cpu_info(), fp32_ms, cfg.num_samples, len(held_out)))
+    write_text(out / f"quantize_tradeoff{suffix}.csv", csv_text(rows, COLUMNS))
+    write_text(out / f"quantize_tradeoff{suffix}.md", _markdown(rows, cpu_info(), fp32_ms, cfg.num_samples, len(held_out)))
     return rows

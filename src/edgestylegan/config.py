@@ -299,9 +299,10 @@ SCHEMA["prune"] = {
                                               "stages take more, from calibration_styles)"),
     "calibration_positions": Int(65536, low=64, help="random pixels per image and conv for its input Hessian (a stage "
                                                      "with fewer pixels takes enough images for this many)"),
-    "sequential": Bool(False, help="reconstruct each layer on the inputs its already-pruned predecessors produce "
-                                   "(a partial forward per layer and amount) instead of the dense model's inputs "
-                                   "(Hessians computed once by stage prune_profile)"),
+    "sequential": Bool(False, help="reconstruct each conv on the inputs its already-pruned predecessors produce, "
+                                   "towards the dense model's output of that layer (two partial forwards per layer "
+                                   "and amount) instead of on the dense model's inputs (Hessians computed once by "
+                                   "stage prune_profile)"),
     "calibration_seed": Int(300000, low=0, high=2**31 - 1,
                             help="seeds calibration_seed .. + calibration_styles: disjoint from every evaluation seed"),
     "dampening": Float(0.01, low=0, high=1, open_low=True, help="OBS: fraction of the mean Hessian diagonal added"),
@@ -329,8 +330,9 @@ SCHEMA["quantize"] = {
     "fast_bias_correction": Bool(True, help="NNCF: fast bias correction (false: the slower full bias correction)"),
     "smooth_quant_alpha": Float(-1.0, low=-1, high=1, help="NNCF SmoothQuant alpha for convolutions (-1: off)"),
     "channel_alignment": Bool(False, help="NNCF channel alignment (conv -> add -> conv)"),
-    "range_estimator": Choice(*RANGE_ESTIMATORS, default="default",
-                              help="NNCF activation range estimator (default: NNCF's own for the preset)"),
+    "range_estimator": Choice(*RANGE_ESTIMATORS, default="mean_quantile",
+                              help="NNCF activation range estimator (default: NNCF's own for the preset; mean_quantile "
+                                   "clips the rare outliers: coarser for them, finer steps for every other image)"),
     "overflow_fix": Choice("enable", "first_layer", "disable", default="enable",
                            help="7-bit weights so u8 x s8 pair sums cannot saturate on CPUs without VNNI: enable "
                                 "(every layer: safe on any x86 CPU) | first_layer | disable (VNNI/AMX machines only)"),

@@ -25,15 +25,22 @@ from ..runtimes import openvino_profile
 from ..runtimes.onnx import OpenVINOOnnxGenerator, save_openvino_ir
 
 DEFAULT_RECIPES = {
-    "performance preset, no overflow fix, all int8": {"float_ops": [], "float_blocks": 0, "overflow_fix": "disable", "preset": "performance"},
+    "performance preset, no overflow fix, all int8, NNCF's ranges": {"float_ops": [], "float_blocks": 0,
+                                                                     "overflow_fix": "disable", "preset": "performance",
+                                                                     "range_estimator": "default"},
     "all int8 (mixed, overflow fix)": {"float_ops": [], "float_blocks": 0},
     "MatMul float, 3 float blocks": {"float_ops": ["MatMul"], "float_blocks": 3},
     "MatMul + Multiply float, 0 float blocks": {"float_ops": ["MatMul", "Multiply"], "float_blocks": 0},
+    "MatMul + Multiply float, 2 float blocks, NNCF's ranges": {"float_ops": ["MatMul", "Multiply"], "float_blocks": 2,
+                                                              "range_estimator": "default"},
     "MatMul + Multiply float, 2 float blocks": {"float_ops": ["MatMul", "Multiply"], "float_blocks": 2},
+    "MatMul + Multiply float, 2 float blocks, float head": {"float_ops": ["MatMul", "Multiply"], "float_blocks": 2,
+                                                           "float_head": True},
     "MatMul + Multiply float, 3 float blocks": {"float_ops": ["MatMul", "Multiply"], "float_blocks": 3},
     "MatMul + Multiply float, 5 float blocks": {"float_ops": ["MatMul", "Multiply"], "float_blocks": 5},
 }
-"""What each lever costs: NNCF's performance preset with nothing else, then the portability fix, the float-block cut and the style multiplies."""
+"""What each lever costs: NNCF's performance preset with nothing else, then the portability fix, the float-block cut, the
+style multiplies, the range estimator and the output head (every recipe not naming a key keeps params.yaml's value)."""
 
 COLUMNS = ["recipe", "overrides", "psnr_db_mean", "psnr_db_min", "int8_conv_mac_fraction", "fd_enl0",
            "fid_vs_teacher", "latency_ms", "latency_vs_fp32"]

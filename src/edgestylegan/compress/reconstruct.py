@@ -36,14 +36,21 @@ from ..models.mobilestylegan import Generator
 def inverse_hessian_factor(hessian: torch.Tensor, dampening: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
     """(upper Cholesky factor of the dampened H^-1 as [1 or rows, cols, cols], dead-input mask [1 or rows, cols]):
     the part of SparseGPT that depends only on the layer's inputs, shared by every sparsity of that layer."""
+    h, dead = _dampened(hessian, dampening)
+    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True), dead
+
+
+def _dampened(hessian: torch.Tensor, dampening: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float64 [1 or rows, cols, cols] copy of H with `dampening` x its mean diagonal added, dead-input mask): a dead
+    input (never fires) gets a unit diagonal, since its weights cannot matter."""
     h = hessian.detach().to(torch.float64).clone()
     if h.dim() == 2:
         h = h.unsqueeze(0)
     diag = torch.diagonal(h, dim1=-2, dim2=-1)
-    dead = diag == 0                                   # inputs that never fire: their weights cannot matter
+    dead = diag == 0
     diag[dead] = 1.0
     diag += dampening * diag.mean(dim=-1, keepdim=True)
-    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True), dead
+    return h, dead
 
 
 def obs_prune(weight: torch.Tensor, hessian: torch.Tensor, zeros: int, dampening: float = 0.01,
@@ -138,10 +145,13 @@ def _conv_columns(conv: nn.Conv2d, x: torch.Tensor, idx: torch.Tensor | None) ->
 
 def _second_moment(conv: nn.Conv2d, cols: torch.Tensor) -> torch.Tensor:
     """Sum of x x^T over patches: [I*k*k, I*k*k], or [I, k*k, k*k] for a depthwise conv."""
-    if conv.groups > 1:
-        return torch.einsum("bcil,bcjl->cij", cols, cols)
-    flat = cols.transpose(0, 1).reshape(cols.shape[1], -1)
-    return flat @ flat.T
+    return _cross_moment(conv, cols, cols)
+
+
+def _random_positions(x: torch.Tensor, positions: int, generator: torch.Generator) -> torch.Tensor | None:
+    """At most `positions` random flat pixel indices of `x` (None: every pixel)."""
+    pixels = x.shape[-1] * x.shape[-2]
+    return torch.randperm(pixels, generator=generator)[:positions] if pixels > positions else None
 
 
 class _HessianHook:
@@ -155,9 +165,7 @@ class _HessianHook:
 
     def __call__(self, _module, args):
         x = args[0].detach()
-        pixels = x.shape[-1] * x.shape[-2]
-        idx = torch.randperm(pixels, generator=self.generator)[:self.positions] if pixels > self.positions else None
-        cols = _conv_columns(self.conv, x, idx)
+        cols = _conv_columns(self.conv, x, _random_positions(x, self.positions, self.generator))
         self.total = self.total + _second_moment(self.conv, cols).to(torch.float64)   # float32 products
         self.count += cols.shape[0] * cols.shape[-1]
 
@@ -198,8 +206,7 @@ class _PairedHook:
 
     def dense(self, _module, args):
         x = args[0].detach()
-        pixels = x.shape[-1] * x.shape[-2]
-        self.idx = torch.randperm(pixels, generator=self.generator)[:self.positions] if pixels > self.positions else None
+        self.idx = _random_positions(x, self.positions, self.generator)
         self.dense_cols = _conv_columns(self.conv, x, self.idx)
         raise _Stop
 
@@ -223,13 +230,9 @@ def refit_to_dense(weight: torch.Tensor, hessian: torch.Tensor, cross: torch.Ten
     best reproduce the dense layer's output on the dense inputs, with a ridge penalty lambda ||W' - W||^2 (lambda:
     `dampening` times the mean diagonal of H, as in `inverse_hessian_factor`), so poorly excited input directions keep
     their dense weights instead of shrinking to zero. Per-row moments ([rows, cols, cols]) for depthwise kernels."""
-    h = hessian.detach().to(torch.float64)
-    h = h.unsqueeze(0) if h.dim() == 2 else h
-    c = cross.detach().to(torch.float64).reshape(h.shape)
-    damped = h.clone()
-    diag = torch.diagonal(damped, dim1=-2, dim2=-1)
-    diag[diag == 0] = 1.0
-    diag += dampening * diag.mean(dim=-1, keepdim=True)
+    damped, _ = _dampened(hessian, dampening)
+    h = hessian.detach().to(torch.float64).reshape(damped.shape)
+    c = cross.detach().to(torch.float64).reshape(damped.shape)
     w = weight.detach().to(torch.float64)
     if h.shape[0] == 1:
         correction = torch.linalg.solve(damped[0], (w @ (c[0] - h[0])).T).T

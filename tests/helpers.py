@@ -45,3 +45,41 @@ def dvc_project(tmp_path, root, env, overrides: dict, commit: bool = False):
         run(["git", "add", "-A"], tmp_path, env)
         run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "init"], tmp_path, env)
     return params
+
+
+def unit_variance_generator(config, seed: int = 0, samples: int = 16):
+    """A randomly initialised `Generator` whose every dense conv is rescaled, in forward order, so that its output has
+    unit standard deviation on `samples` latents (LSUV, Mishkin & Matas 2016): upstream's initialisation is meant for
+    training and its untrained images reach 1e10 at 64 px, which no stage downstream can fit or quantize."""
+    import torch
+    from torch import nn
+
+    from edgestylegan.models.mobilestylegan import Generator
+
+    torch.manual_seed(seed)
+    gen = Generator(config).eval()
+    z = torch.randn(samples, config.style_dim, generator=torch.Generator().manual_seed(seed))
+    order: list[nn.Conv2d] = []
+    stds: dict = {}
+
+    def record(module, inputs, output):
+        order.append(module)
+
+    def measure(module, inputs, output):
+        stds[module] = output.std()
+
+    hooks = [m.register_forward_hook(record)
+             for m in gen.synthesis.modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
+    with torch.no_grad():
+        gen(z, 1.0)
+        for hook in hooks:
+            hook.remove()
+        for conv in order:
+            hook = conv.register_forward_hook(measure)
+            gen(z, 1.0)
+            hook.remove()
+            conv.weight.div_(stds[conv])
+            if conv.bias is not None:
+                conv.bias.div_(stds[conv])
+    gen.estimate_w_avg(256, seed)
+    return gen

@@ -20,10 +20,10 @@ def _is_trivial(path: Path) -> bool:
     return all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
 
 
-def closure(root: Path, script: Path) -> set[str]:
-    """Files (relative to root) of every edgestylegan module the script imports, directly or not."""
+def closure(root: Path, script: Path, graph: dict) -> set[str]:
+    """Files (relative to root) of every edgestylegan module the script imports, directly or not (graph:
+    `import_graph(root / "src")`)."""
     src = root / "src"
-    graph = import_graph(src)
     files = {name: src / Path(*name.split(".")) for name in graph}
     files = {n: (p / "__init__.py" if p.is_dir() else p.with_suffix(".py")) for n, p in files.items()}
     todo = list(imports_of("__stage__", script, set(graph)))
@@ -40,7 +40,7 @@ def closure(root: Path, script: Path) -> set[str]:
 
 
 def stage_code_problems(root: Path) -> list[str]:
-    problems = []
+    problems, graph = [], import_graph(root / "src")
     repo = Repo(str(root))
     try:
         stages = list(repo.index.stages)
@@ -52,7 +52,7 @@ def stage_code_problems(root: Path) -> list[str]:
             continue
         script = match.group(1)
         deps = [str(d.def_path) for d in stage.deps if type(d).__name__ != "ParamsDependency"]
-        needed = closure(root, root / script) | {script}
+        needed = closure(root, root / script, graph) | {script}
         code_deps = [d for d in deps if d.startswith(("src/", "stages/"))]
         for path in sorted(needed):
             if not any(path == d or path.startswith(d.rstrip("/") + "/") for d in code_deps):

@@ -1,5 +1,8 @@
 """End to end: the whole `dvc repro` on a tiny params file in a fresh git repo, then a cached no-op rerun.
 
+The teacher is a 64-px generator this test makes (`teacher.source: file`); the real teacher's fetch and conversion
+run end to end in tests/test_e2e_fetch_teacher.py, and here they would make every stage work at 1024² (~8 min).
+
 While it runs, every stage records the params keys it really reads (EDGESTYLEGAN_TRACE_PARAMS); each must be
 declared in that stage's `params:` in dvc.yaml, or a params change would not rerun the stage.
 """
@@ -13,15 +16,18 @@ from dvc.repo import Repo
 from edgestylegan.artifacts.evaluation import EvalRecord
 from edgestylegan.artifacts.size import SizeRecord
 from edgestylegan.config import SCHEMA, TRACE_ENV
+from edgestylegan.io.checkpoint import save_generator
+from edgestylegan.models.mobilestylegan import GeneratorConfig
 from edgestylegan.paths import Paths
-from helpers import dvc_project, run
+from helpers import dvc_project, run, unit_variance_generator
 
+TEACHER = GeneratorConfig(style_dim=64, mapping_layers=2, resolution=64, channels=(32, 32, 32, 32, 16))
 TINY = {
-    "teacher": {"parity_seeds": [0], "sample_seeds": [0, 1], "w_avg_samples": 64},
+    "teacher": {"source": "file", "parity_seeds": [0], "sample_seeds": [0, 1], "w_avg_samples": 64},
+    "student": {"resolution": 32, "channels": [32, 32, 32, 16]},
     "distill": {"pool_size": 8, "val_size": 4, "steps": 4, "batch_size": 2, "sample_every": 2, "sample_count": 2,
-                "checkpoint_every": 2, "head_init_samples": 4},
-    # torch: the OpenVINO evaluation path is covered by tests/test_evaluate.py and test_features.py; here it would
-    # convert a 1024-px generator per stage for 8 images.
+                "checkpoint_every": 2, "head_init_samples": 4, "crop": 0},
+    # torch: the OpenVINO evaluation path is covered by tests/test_evaluate.py and test_features.py.
     "eval": {"runtime": "torch", "num_samples": 8, "paired_samples": 8, "kid_subsets": 5, "kid_subset_size": 4,
              "strip_columns": 4, "precision_recall": False},
     "report": {"grid_columns": 3},
@@ -69,7 +75,10 @@ def undeclared_reads(project, trace_dir) -> list[str]:
 def test_dvc_repro_whole_pipeline_on_tiny_params(tmp_path, root, venv_env):
     project, trace = tmp_path / "project", tmp_path / "trace"
     project.mkdir()
-    dvc_project(project, root, venv_env, TINY, commit=True)   # dvclive (distill) needs a commit
+    teacher_file = tmp_path / "tiny_teacher.safetensors"
+    save_generator(unit_variance_generator(TEACHER), teacher_file)
+    tiny = {**TINY, "teacher": {**TINY["teacher"], "path": str(teacher_file)}}
+    dvc_project(project, root, venv_env, tiny, commit=True)   # dvclive (distill) needs a commit
     run(["dvc", "repro"], project, {**venv_env, TRACE_ENV: str(trace)})
     assert undeclared_reads(project, trace) == []
 

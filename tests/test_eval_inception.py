@@ -92,8 +92,10 @@ def test_streamed_evaluation_equals_the_in_memory_computation(project):
     for name in ("enl0", "inception"):
         space = feat.get_space(name)
         own, t_main, t_ref = (_direct_features(x, name) for x in (variant["main"], teacher["main"], teacher["ref"]))
-        assert record.scores[space.fd_key] == pytest.approx(_fd(own, t_ref), rel=1e-6)
-        assert record.noise_floor[space.fd_key] == pytest.approx(_fd(t_main, t_ref), rel=1e-6)
+        # The pipeline's FD takes tr sqrt(S_a S_b) from the cross-Gram SVD, torch-fidelity from scipy's sqrtm of a
+        # rank-11 2048 x 2048 product, whose own round-off is ~1e-6 relative here.
+        assert record.scores[space.fd_key] == pytest.approx(_fd(own, t_ref), rel=1e-5)
+        assert record.noise_floor[space.fd_key] == pytest.approx(_fd(t_main, t_ref), rel=1e-5)
         kid = kid_features_to_metric(own, t_ref, kid_subsets=EVAL["kid_subsets"], kid_subset_size=6,
                                      rng_seed=EVAL["seed"], verbose=False)[KEY_METRIC_KID_MEAN]
         assert record.scores[space.kid_key]["mean"] == pytest.approx(kid, rel=1e-6)
@@ -116,7 +118,7 @@ def test_statistics_reference_is_fid_vs_stats_with_its_hash(tmp_path, project):
     stats = feature_statistics(Reference(Paths(project).eval_reference, cfg).features("ref", "inception"))
     np.savez(tmp_path / "stats.npz", **stats)
     m, info = run_evaluate("pruned-0.2", _params(tmp_path, reference=str(tmp_path / "stats.npz")), project)
-    assert m.scores["fid_vs_stats"] == pytest.approx(m.scores["fid_vs_teacher"], rel=1e-6)
+    assert m.scores["fid_vs_stats"] == pytest.approx(m.scores["fid_vs_teacher"], rel=1e-5)   # sqrtm vs SVD
     assert info.reference_stats["key"] == "fid_vs_stats" and info.reference_stats["space"] == "inception"
     assert len(info.reference_stats["sha256"]) == 64
 

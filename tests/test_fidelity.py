@@ -40,6 +40,15 @@ def test_fd_of_an_affine_copy_matches_the_gaussian_closed_form():
     assert expected > float(t.square().sum())   # The scale's covariance term is seen, not only the mean shift.
 
 
+@pytest.mark.parametrize("n_a, n_b, d", [(40, 40, 64), (30, 50, 64), (120, 100, 16)])
+def test_fd_from_features_equals_torch_fidelity_sqrtm_on_their_statistics(n_a, n_b, d):
+    # Fewer samples than dimensions (rank-deficient covariances, as in the study) and more.
+    a = _features(n=n_a, d=d, seed=4)
+    b = 0.8 * _features(n=n_b, d=d, seed=5) + 0.2
+    by_sqrtm = frechet_distance_stats(feature_statistics(a), feature_statistics(b))
+    assert frechet_distance(a, b) == pytest.approx(by_sqrtm, rel=1e-5)
+
+
 def test_fd_and_kid_on_tiny_images_through_enl0():
     images = _tiny_images()
     shifted = (images.int() + 60).clamp(0, 255).to(torch.uint8)

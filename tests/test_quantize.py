@@ -152,7 +152,7 @@ def test_accuracy_control_reverts_quantizers_to_reach_the_target(setup, float_on
     val = q.styles_inputs(200, 4, 32, 1.0)
     with torch.no_grad():
         reference = [gen(torch.from_numpy(x["z"])).numpy() for x in val]
-    recipe = {**DEFAULTS, "float_blocks": 0, "float_ops": []}
+    recipe = {**DEFAULTS, "float_blocks": 0}   # Default float_ops: fewer quantizers to rank (~20 s, not ~60 s).
     plain = np.mean(q.psnr_per_image([_compiled(q.nncf_quantize(q.openvino_model(float_onnx), cal, recipe))(x)[0]
                                       for x in val], reference))
     target = {**recipe, "accuracy_control": True, "min_psnr": float(plain) + 3.0}

@@ -112,7 +112,8 @@ def _plan(kind: str, amount: float | None, params: dict, paths: Paths, tmp: Path
         if "openvino_ir_fp32" in runtimes:
             from ..runtimes.openvino_ir import OpenVINOGenerator
 
-            runners["openvino_ir_fp32"] = openvino_ir_call(OpenVINOGenerator(precision="f32", num_threads=threads), z)
+            # The installed random-face IR is the fixed latency anchor whatever teacher.source is: its own z.
+            runners["openvino_ir_fp32"] = openvino_ir_call(OpenVINOGenerator(precision="f32", num_threads=threads))
         return _Plan(gen, paths.teacher_model, runners, {}, teacher=True)
     if kind == "pruned":
         if not paths.pruned_model(amount).is_file() and amount not in pr["amounts"]:

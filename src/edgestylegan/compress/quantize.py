@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..models.mobilestylegan import latents_from_seeds
+from .tail_quantiles import nncf_quantile_reducer
 
 PSNR_CEILING_DB = 100.0
 """The accuracy-control validation metric is mean PSNR vs the fp32 images, each capped here: the fp32 model scores
@@ -123,7 +124,7 @@ def nncf_quantize(model, calibration: list[dict], recipe: dict,
     kw = dict(preset=nncf.QuantizationPreset(recipe["preset"]), subset_size=len(calibration),
               fast_bias_correction=recipe["fast_bias_correction"], advanced_parameters=_advanced(recipe),
               ignored_scope=nncf.IgnoredScope(types=types, names=names) if types or names else None)
-    with _nncf_quiet():
+    with _nncf_quiet(), nncf_quantile_reducer():
         if not recipe["accuracy_control"]:
             return _int8_storage(nncf.quantize(model, nncf.Dataset(calibration), **kw))
         from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters

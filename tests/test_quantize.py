@@ -171,7 +171,7 @@ def _record(**psnr):
     return QuantizeRecord(operating_point={}, engine="openvino", recipe={}, psnr_db=psnr, psnr_db_min=psnr,
                           psnr_db_per_latent={k: [v] for k, v in psnr.items()}, psnr_target_db=30.0,
                           psnr_meets_target={k: int(v is not None and v >= 30.0) for k, v in psnr.items()},
-                          num_fidelity_latents=1, openvino_profile={}, quantize_seconds={}, cpu={})
+                          num_fidelity_latents=1, fp32_reference={}, openvino_profile={}, quantize_seconds={}, cpu={})
 
 
 def test_only_the_engine_missing_the_target_fails(capsys):

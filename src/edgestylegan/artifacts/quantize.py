@@ -3,8 +3,8 @@ the int8 models against their fp32 source, per engine, and where the int8 model'
 
 Only what quantization determines is here. The bytes, parameter counts, MACs and latency of the files
 (models/quantized*/int8.xml + int8.bin, int8.onnx, float.onnx) are the account stage's (`artifacts.size`).
-PSNRs are in dB over images in [-1, 1] (peak-to-peak 2) at the model's full resolution, int8 vs the PyTorch fp32
-source, on quantize.fidelity_samples held-out latents (seeds quantize.fidelity_seed ..; disjoint from calibration
+PSNRs are in dB over images in [-1, 1] (peak-to-peak 2) at the model's full resolution, int8 vs the fp32 source
+(its float.onnx on OpenVINO f32 once that matched PyTorch on the first latent: `fp32_reference`), on quantize.fidelity_samples held-out latents (seeds quantize.fidelity_seed ..; disjoint from calibration
 and validation, checked by the params schema). A PSNR that is not finite (NaN images: JSON has neither NaN nor inf)
 is written as null, never as a stand-in number; a null PSNR never meets the target.
 """
@@ -50,6 +50,10 @@ class QuantizeRecord(Artifact):
     """1 when `psnr_db[k] >= psnr_target_db`, else 0 (also for null), per `psnr_db` key."""
 
     num_fidelity_latents: int
+
+    fp32_reference: dict
+    """`runtimes.parity.ParityRecord` of the fp32 images the PSNRs are against: float.onnx on OpenVINO f32 when its
+    first held-out image matched the PyTorch source within the tolerance, else the PyTorch source."""
 
     openvino_profile: dict[str, dict]
     """OpenVINO CPU performance counters of one batch-1 call, "fp32" (float.onnx) and "int8" (int8.xml):

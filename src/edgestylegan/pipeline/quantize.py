@@ -27,10 +27,12 @@ from ..config import load_params
 from ..errors import UserError
 from ..io.atomic import atomic_directory, write_text
 from ..io.tables import csv_text
+from ..metrics.generation import OPENVINO_F32
 from ..metrics.latency import cpu_info
 from ..models.mobilestylegan import Generator
 from ..paths import Paths
 from ..runtimes import openvino_profile
+from ..runtimes.parity import decide, max_abs_difference
 from ..runtimes.onnx import (OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export_onnx, save_openvino_ir,
                              stamp_onnx_metadata)
 from .loaders import SOURCES, load_model, source_model
@@ -65,10 +67,27 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-@torch.no_grad()
-def _fp32_images(gen: Generator, inputs: list[dict], truncation: float) -> list[np.ndarray]:
-    """The PyTorch fp32 source's image of each exported-generator input (the reference every int8 PSNR is against)."""
-    return [gen(torch.from_numpy(x["z"]), truncation).numpy() for x in inputs]
+FP32_REFERENCE_TOLERANCE = 2e-3
+"""Max |OpenVINO f32 - PyTorch| on the first held-out image for float.onnx on OpenVINO to be the fp32 reference (a
+quarter of one uint8 level; the same bound as eval.parity_tolerance's default)."""
+
+
+def _fp32_images(float_onnx: Path, gen: Generator, inputs: list[dict], truncation: float,
+                 threads: int | None) -> tuple[list[np.ndarray], dict]:
+    """The fp32 image of each exported-generator input, the reference every int8 PSNR is against, and the parity
+    record of how it was made: float.onnx on OpenVINO f32 (4x PyTorch at 1024² on two cores) once it matched the
+    PyTorch source on the first input (`runtimes.parity`, policy auto), else the PyTorch source itself."""
+    runner = OpenVINOOnnxGenerator(float_onnx, threads)
+    first = runner.run_numpy(inputs[0]["z"], truncation)
+    with torch.no_grad():
+        expected = gen(torch.from_numpy(inputs[0]["z"]), truncation)
+    parity = decide("fp32 reference of the int8 PSNR", "auto", OPENVINO_F32, "pytorch",
+                    max_abs_difference(torch.from_numpy(first), expected), FP32_REFERENCE_TOLERANCE,
+                    knob="none (chosen automatically)")
+    if parity.runtime != OPENVINO_F32:
+        with torch.no_grad():
+            return [gen(torch.from_numpy(x["z"]), truncation).numpy() for x in inputs], parity.to_dict()
+    return [first] + [runner.run_numpy(x["z"], truncation) for x in inputs[1:]], parity.to_dict()
 
 
 LAYER_FIELDS = ["model", "node", "layer_type", "kernel", "precision", "time_ms", "conv_macs"]
@@ -93,13 +112,13 @@ def run_quantize(source: str = "operating_point", params_path: str | Path = "par
     dim, psi = gen.style_dim, p["truncation"]
     calibration = q.styles_inputs(p["calibration_seed"], p["calibration_samples"], dim, psi)
     held_out = q.styles_inputs(p["fidelity_seed"], p["fidelity_samples"], dim, psi)
-    reference = _fp32_images(gen, held_out, psi)
 
     info = {"source": os.path.relpath(src, paths.root), **operating_point}
     runtime_threads = threads or None
     seconds = {}
     with atomic_directory(paths.quantized_dir(source)) as tmp:
         float_onnx = export_onnx(gen, tmp / paths.float_onnx(source).name, info=info)
+        reference, reference_parity = _fp32_images(float_onnx, gen, held_out, psi, runtime_threads)
         int8_xml, int8_onnx = (tmp / paths.int8_model(e, source).name for e in ("openvino", "onnxruntime"))
 
         start = time.perf_counter()
@@ -107,7 +126,7 @@ def run_quantize(source: str = "operating_point", params_path: str | Path = "par
         validation = None
         if p["accuracy_control"]:
             inputs = q.styles_inputs(p["validation_seed"], p["validation_samples"], dim, psi)
-            validation = (inputs, _fp32_images(gen, inputs, psi))
+            validation = (inputs, _fp32_images(float_onnx, gen, inputs, psi, runtime_threads)[0])
         save_openvino_ir(q.nncf_quantize(fp32, calibration, p, validation), int8_xml, gen.config, "int8",
                          {**info, "engine": "openvino"})
         seconds["openvino"] = time.perf_counter() - start
@@ -130,7 +149,7 @@ def run_quantize(source: str = "operating_point", params_path: str | Path = "par
             psnr_db_per_latent={k: [_finite(x) for x in v] for k, v in fidelity.items()},
             psnr_target_db=p["min_psnr"],
             psnr_meets_target={k: int(v is not None and v >= p["min_psnr"]) for k, v in mean.items()},
-            num_fidelity_latents=len(held_out),
+            num_fidelity_latents=len(held_out), fp32_reference=reference_parity,
             openvino_profile={k: openvino_profile.summary(rows) for k, rows in profiles.items()},
             quantize_seconds=seconds, cpu=cpu_info())
         check_engine_fidelity(record)

@@ -173,7 +173,7 @@ def _latency_md(inp: Inputs, variants: list[Variant]) -> list[str]:
 
 def _int8_md(inp: Inputs, variants: list[Variant], engine: str) -> list[str]:
     md = ["## int8 fidelity per engine, and where the time goes", "",
-          "int8 against its PyTorch fp32 source at full resolution on held-out latents that no calibration or "
+          "int8 against its fp32 source (float.onnx on OpenVINO f32, checked against PyTorch) at full resolution on held-out latents that no calibration or "
           "validation saw (stage quantize / quantize_student; PSNR over images in [-1, 1]). The `int8` and "
           f"`student-int8` rows above are the quantize.engine = {engine} file ({ENGINE_FILES[engine]}); the other "
           "engine is shown for comparison.", ""]

@@ -43,8 +43,9 @@ def export_onnx(gen: Generator, path: str | Path, kind: str = "fp32", info: dict
     initializer names (`gen.` + state-dict key).
 
     TorchScript exporter: the dynamo exporter (torch.export) took 20 s for the teacher and 15 s for a tiny model on
-    two cores, against 5 s, and every quantize, account and OpenVINO evaluation stage exports; OpenVINO and ONNX
-    Runtime fold the shape arithmetic it leaves in the graph."""
+    two cores, against 5 s, and every quantize, account and OpenVINO evaluation stage exports. The dynamic-batch
+    shape arithmetic it leaves in the graph is folded by OpenVINO and ONNX Runtime when they compile, but stays in
+    the NNCF int8 IR's XML (+0.26 MB for the teacher, +0.20 MB for the student)."""
     import onnx
 
     path = Path(path)
@@ -209,16 +210,6 @@ def compile_openvino(path: str | Path, precision: str = "f32", threads: int | No
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     return core.compile_model(model, "CPU", {**config, **(extra or {})})
-
-
-def openvino_module(module: nn.Module, example: tuple, precision: str = "f32", opset: int = 17):
-    """A torch module compiled by OpenVINO (via a temporary ONNX export, TorchScript exporter) for the static input
-    shapes of `example`."""
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path = Path(tmp) / "module.onnx"
-        torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset)
-        return compile_openvino(path, precision)
 
 
 def openvino_generator(gen: Generator, threads: int | None = None, precision: str = "f32") -> OpenVINOOnnxGenerator:

@@ -14,6 +14,7 @@ from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.models.mobilestylegan import Generator
 from edgestylegan.paths import Paths
 from edgestylegan.pipeline.loaders import load_model
+from edgestylegan.pipeline import quantize as quantize_pipeline
 from edgestylegan.pipeline.quantize import check_engine_fidelity
 from edgestylegan.runtimes import openvino_profile
 from edgestylegan.runtimes.onnx import OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export_onnx
@@ -194,6 +195,24 @@ def _project(tmp_path, gen, **quantize):
     return tmp_path
 
 
+def test_fp32_reference_falls_back_to_pytorch_when_openvino_differs(root, tmp_path, monkeypatch, setup):
+    gen = setup
+    project = _project(tmp_path, gen, min_psnr=0.0)
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(quantize_pipeline, "FP32_REFERENCE_TOLERANCE", -1.0)   # any difference is too large
+    assert run_stage(root, "quantize") == 0
+    record = QuantizeRecord.read(Paths(project).quantize_metrics())
+    assert record.fp32_reference["runtime"] == "pytorch"
+    assert "differs from pytorch" in record.fp32_reference["fallback_reason"]
+    p = yaml.safe_load((project / "params.yaml").read_text())["quantize"]
+    held = q.styles_inputs(p["fidelity_seed"], p["fidelity_samples"], gen.style_dim, p["truncation"])
+    with torch.no_grad():
+        reference = [gen(torch.from_numpy(x["z"])).numpy() for x in held]
+    int8 = load_model(Paths(project).int8_model("openvino"))
+    assert record.psnr_db_per_latent["openvino_int8"] == pytest.approx(
+        q.psnr_per_image([int8.run_numpy(x["z"], 1.0) for x in held], reference), abs=1e-6)
+
+
 def _contents(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -220,6 +239,8 @@ def test_quantize_stage(root, tmp_path, monkeypatch, capsys, setup):
         assert record.psnr_db_per_latent[key] == pytest.approx(measured, abs=1e-3)
         assert record.psnr_db[key] == pytest.approx(float(np.mean(measured)), abs=1e-3)
     assert record.psnr_meets_target == {k: int(v >= 20.0) for k, v in record.psnr_db.items()}
+    assert record.fp32_reference["runtime"] == "openvino-cpu-f32"
+    assert 0 <= record.fp32_reference["max_abs"] <= record.fp32_reference["tolerance"]
     layers = paths.quantize_layers().read_text().splitlines()
     assert layers[0].startswith("model,node,layer_type") and any(",int8," in r or r.startswith("int8,") for r in layers)
     assert record.openvino_profile["int8"]["int8_convs"] > 0 == record.openvino_profile["fp32"]["int8_convs"]

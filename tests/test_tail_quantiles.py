@@ -23,6 +23,18 @@ def test_equals_numpy_bit_for_bit(axes, q):
     assert np.array_equal(quantile(x, q, axes), np.quantile(x.astype(np.float64), q, axis=axes))
 
 
+def test_tail_quantiles_of_a_large_tensor_are_found_by_selection_not_by_numpy(monkeypatch):
+    x = _activation((1, 4, 256, 256), seed=2)
+    want = np.quantile(x.astype(np.float64), (1e-4,), axis=(0, 2, 3), keepdims=True)
+
+    def full_quantile(*args, **kwargs):
+        raise AssertionError("np.quantile was called: the selection fell back")
+
+    monkeypatch.setattr(np, "quantile", full_quantile)
+    assert np.array_equal(quantile(x, (1e-4,), (0, 2, 3), keepdims=True), want)
+    assert quantile(x, (0.9999,), (0, 1, 2, 3)).shape == (1,)
+
+
 def test_few_distinct_values_and_nan_and_small_tensors():
     coarse = np.random.default_rng(1).integers(0, 3, (1, 2, 300, 300)).astype(np.float32)
     for q in ((1e-4,), (0.9999,)):

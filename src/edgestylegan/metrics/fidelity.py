@@ -10,8 +10,8 @@
 * Precision / recall (Kynkaanniemi et al. 2019): torch-fidelity `metric_prc`, k = 3.
 * Paired fidelity on the same latents and noise: PSNR and SSIM from scikit-image, on uint8 images
   (data range 255). SSIM uses Wang et al. (2004)'s settings: 11x11 Gaussian window, sigma 1.5,
-  population covariance. Images are scored on torch's intra-op threads (scikit-image's filters release the GIL; 2.5x
-  on two cores).
+  population covariance. Image pairs are scored on as many threads as torch uses (scikit-image's filters release the
+  GIL: 256 pairs at 256² in 4.0 s instead of 6.8 s on two cores).
 """
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
+from edgestylegan.errors import UserError
 from edgestylegan.runtimes import export_cache
 
 
@@ -40,3 +42,18 @@ def test_export_is_cached_by_content_and_compiles_to_the_module(tmp_path, monkey
     compiled = export_cache.openvino_module(module, (x,))
     with torch.no_grad():
         np.testing.assert_allclose(compiled(x.numpy())[0], module(x).numpy(), atol=1e-5)
+
+
+def test_a_damaged_cache_entry_or_an_unwritable_cache_is_named_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv(export_cache.CACHE_ENV, str(tmp_path))
+    module, example = _Tiny().eval(), (torch.zeros(1, 3, 8, 8),)
+    path = export_cache.cached_onnx(module, example)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(UserError, match=f"{path}.*delete it"):
+        export_cache.openvino_module(module, example)
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv(export_cache.CACHE_ENV, str(blocker))      # a file where the cache folder should be
+    with pytest.raises(UserError, match=export_cache.CACHE_ENV):
+        export_cache.cached_onnx(module, example)

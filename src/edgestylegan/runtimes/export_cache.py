@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..io.atomic import atomic_path
 from .onnx import compile_openvino
 
@@ -48,12 +49,21 @@ def cached_onnx(module: nn.Module, example: tuple, opset: int = 17) -> Path:
     this key and read from the cache after."""
     path = cache_dir() / "onnx" / f"{type(module).__name__.strip('_')}-{export_key(module, example, opset)[:24]}.onnx"
     if not path.is_file():
-        with atomic_path(path, suffix=".onnx") as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, example, str(tmp), dynamo=False, opset_version=opset)
+        try:
+            with atomic_path(path, suffix=".onnx") as tmp, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, example, str(tmp), dynamo=False, opset_version=opset)
+        except OSError as e:
+            raise UserError(f"cannot write the ONNX export cache {path.parent} ({e.strerror}); set {CACHE_ENV} to a "
+                            f"writable folder") from e
     return path
 
 
 def openvino_module(module: nn.Module, example: tuple, precision: str = "f32", opset: int = 17):
     """`module` compiled by OpenVINO for the static input shapes of `example`, from its cached ONNX export."""
-    return compile_openvino(cached_onnx(module, example, opset), precision)
+    path = cached_onnx(module, example, opset)
+    try:
+        return compile_openvino(path, precision)
+    except RuntimeError as e:
+        raise UserError(f"OpenVINO cannot read the cached ONNX export {path} ({str(e).splitlines()[0]}); delete it "
+                        f"(the next run exports it again)") from e

@@ -11,7 +11,7 @@ from edgestylegan.compress import quantize as q
 from edgestylegan.config import SCHEMA
 from edgestylegan.errors import UserError
 from edgestylegan.io.checkpoint import save_generator
-from edgestylegan.models.mobilestylegan import Generator
+from edgestylegan.models.mobilestylegan import Generator, latents_from_seeds
 from edgestylegan.paths import Paths
 from edgestylegan.pipeline.loaders import load_model
 from edgestylegan.pipeline import quantize as quantize_pipeline
@@ -141,8 +141,32 @@ def test_engines_and_profile(setup, float_onnx, tmp_path):
     macs = openvino_profile.conv_macs(q.openvino_model(float_onnx))
     assert summary["conv_macs"] == sum(macs.values()) > 0
     assert summary["int8_convs"] > 0 and 0 < summary["int8_conv_mac_fraction"] <= 1
+    depthwise = [r for r in rows if r["conv_macs"] and r["layer_type"] == "Convolution"
+                 and "depthwise" in r["node"]]
+    assert depthwise and all(openvino_profile.int8_kernel(r) for r in depthwise), depthwise   # folded kernels
     fp32 = openvino_profile.summary(openvino_profile.profile(float_onnx, held[0], repeats=1))
     assert fp32["int8_convs"] == 0 and fp32["conv_macs"] == summary["conv_macs"]
+
+
+def test_openvino_batches_run_concurrently_for_fp32_only(setup, float_onnx, tmp_path):
+    """A batch of an fp32 export runs its rows concurrently (throughput compilation), in order and equal to the rows
+    run one at a time; an int8 graph keeps the one-by-one latency compilation."""
+    z = latents_from_seeds(range(6), 32).numpy()
+    fp32 = OpenVINOOnnxGenerator(float_onnx)
+    rows = np.concatenate([fp32.run_numpy(r[None], 0.7) for r in z])
+    assert fp32.runner._throughput is None
+    np.testing.assert_array_equal(fp32.run_numpy(z, 0.7), rows)
+    assert fp32.runner._throughput is not None
+    with torch.no_grad():
+        np.testing.assert_allclose(rows, setup(torch.from_numpy(z), truncation=0.7).numpy(), atol=1e-4)
+    from edgestylegan.runtimes.onnx import save_openvino_ir
+
+    xml = save_openvino_ir(q.nncf_quantize(q.openvino_model(float_onnx), q.styles_inputs(0, 4, 32, 1.0),
+                                           {**DEFAULTS, "float_blocks": 0, "float_ops": []}),
+                           tmp_path / "int8.xml", setup.config, "int8")
+    int8 = OpenVINOOnnxGenerator(xml)
+    int8.run_numpy(z, 1.0)
+    assert not int8.runner.concurrent and int8.runner._throughput is None
 
 
 def test_accuracy_control_reverts_quantizers_to_reach_the_target(setup, float_onnx):

@@ -45,11 +45,18 @@ def styles_inputs(seed: int, count: int, style_dim: int, truncation: float) -> l
 
 
 def openvino_model(float_onnx: str | Path):
-    """The OpenVINO model of an exported generator, reshaped to batch 1 (NNCF calibrates and the int8 IR runs there)."""
+    """The OpenVINO model of an exported generator, reshaped to batch 1 (NNCF calibrates and the int8 IR runs there)
+    and constant-folded: the export's batch-size arithmetic reshapes every depthwise kernel at run time, and NNCF's
+    fake-quantized weights behind such a reshape are not constants to OpenVINO, which then runs those convolutions in
+    f32 (the student: 91.4 % instead of 94.1 % of the conv MACs in int8 kernels)."""
     import openvino as ov
+    from openvino import passes
 
     model = ov.Core().read_model(str(float_onnx))
     model.reshape({"z": [1, model.input("z").get_partial_shape()[1].get_length()], "truncation": []})
+    folding = passes.Manager()
+    folding.register_pass(passes.ConstantFolding())
+    folding.run_passes(model)
     return model
 
 

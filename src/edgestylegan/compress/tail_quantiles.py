@@ -31,19 +31,27 @@ def quantile(x: np.ndarray, q, axis: tuple[int, ...], keepdims: bool = False) ->
         return np.quantile(x.astype(np.float64), q, axis=axis, keepdims=keepdims)
     out = np.empty((len(qs), len(rows)), dtype=np.float64)
     for r, row in enumerate(rows):
-        out[:, r] = [_row_quantile(row, qi) for qi in qs]
+        out[:, r] = _row_quantiles(row, qs)
     shape = [1 if a in axis else x.shape[a] for a in range(x.ndim)] if keepdims else [x.shape[a] for a in kept]
     out = out.reshape([len(qs)] + shape)
     return out if np.ndim(q) else out[0]
 
 
-def _row_quantile(row: np.ndarray, q: float) -> np.float64:
+def _row_quantiles(row: np.ndarray, qs: np.ndarray) -> list[np.float64]:
+    """Each quantile of `row`; the random sample and the NaN scan are shared by all of them."""
+    if np.isnan(row).any():
+        return list(np.quantile(row.astype(np.float64), qs))
+    sample = np.sort(row[np.random.default_rng(0).integers(0, row.size, SAMPLE)])
+    return [_row_quantile(row, q, sample) for q in qs]
+
+
+def _row_quantile(row: np.ndarray, q: float, sample: np.ndarray) -> np.float64:
     n = row.size
     virtual = (n - 1) * q                      # NumPy's linear-method virtual index, interpolation and edge handling
     if not 0.0 < virtual < n - 1:
         return np.quantile(row.astype(np.float64), q)
     below = int(np.floor(virtual))
-    ranks = _order_statistics(row, below, below + 1)
+    ranks = _order_statistics(row, below, below + 1, sample)
     if ranks is None:
         return np.quantile(row.astype(np.float64), q)
     a, b = (np.float64(v) for v in ranks)
@@ -52,11 +60,11 @@ def _row_quantile(row: np.ndarray, q: float) -> np.float64:
     return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
 
 
-def _order_statistics(row: np.ndarray, lo: int, hi: int) -> tuple | None:
-    """The lo-th and hi-th smallest values of `row` (lo < hi), found among the values at or beyond a threshold;
-    None when the threshold turned out to bound too few candidates, or `row` holds NaN."""
+def _order_statistics(row: np.ndarray, lo: int, hi: int, sample: np.ndarray) -> tuple | None:
+    """The lo-th and hi-th smallest values of `row` (lo < hi, no NaN), found among the values at or beyond a threshold
+    read off `sample` (SAMPLE sorted random values of `row`); None when the threshold turned out to bound too few
+    candidates."""
     n = row.size
-    sample = np.sort(row[np.random.default_rng(0).integers(0, n, SAMPLE)])
     from_top = lo >= n // 2
     needed = n - lo if from_top else hi + 1          # how many of the smallest / largest values must be candidates
     margin = int(np.ceil(2 * needed * SAMPLE / n)) + 16
@@ -68,7 +76,7 @@ def _order_statistics(row: np.ndarray, lo: int, hi: int) -> tuple | None:
     else:
         candidates = row[row <= sample[margin]]
         offset = 0
-    if candidates.size < needed or np.isnan(row).any():
+    if candidates.size < needed:
         return None
     part = np.partition(candidates, (lo - offset, hi - offset))
     return part[lo - offset], part[hi - offset]

@@ -9,7 +9,7 @@ import torch
 
 from ..io.ir_reader import random_face_data_dir
 from ..models.mobilestylegan import Generator, latents_from_seeds
-from .onnx import compile_openvino
+from .onnx import RowsRunner, compile_openvino
 
 
 class OpenVINOGenerator:
@@ -18,7 +18,7 @@ class OpenVINOGenerator:
     def __init__(self, data_dir: Path | None = None, precision: str = "f32", num_threads: int | None = None):
         data_dir = Path(data_dir) if data_dir else random_face_data_dir()
         self.mapping = compile_openvino(data_dir / "MappingNetwork.xml", precision, num_threads)
-        self.synthesis = compile_openvino(data_dir / "SynthesisNetwork.xml", precision, num_threads)
+        self.synthesis = RowsRunner(data_dir / "SynthesisNetwork.xml", precision, num_threads)
         self.precision = precision
 
     def style(self, z: np.ndarray) -> np.ndarray:
@@ -26,8 +26,8 @@ class OpenVINOGenerator:
         return np.concatenate([self.mapping(row[None].astype(np.float32))[0] for row in z])
 
     def synthesize(self, w: np.ndarray) -> np.ndarray:
-        """w [B, 512] -> images [B, 3, 1024, 1024] float32, unclamped."""
-        return np.concatenate([self.synthesis(row[None].astype(np.float32))[0] for row in w])
+        """w [B, 512] -> images [B, 3, 1024, 1024] float32, unclamped (rows as `RowsRunner` runs them)."""
+        return self.synthesis([{0: row[None].astype(np.float32)} for row in w])
 
 
 @torch.no_grad()

@@ -136,6 +136,9 @@ def test_engines_and_profile(setup, float_onnx, tmp_path):
     for model in (load_model(xml), OnnxRuntimeGenerator(tmp_path / "int8.onnx")):
         p = q.psnr_per_image([model.run_numpy(x["z"], 1.0) for x in held], reference)
         assert np.mean(p) > 20 and 12 < min(p) and max(p) < 80, p    # int8: close, but not identical
+    int8 = load_model(xml)
+    int8.run_numpy(np.concatenate([x["z"] for x in held]), 1.0)
+    assert not int8.runner.concurrent and int8.runner._throughput is None
     rows = openvino_profile.profile(xml, held[0], repeats=1)
     summary = openvino_profile.summary(rows)
     macs = openvino_profile.conv_macs(q.openvino_model(float_onnx))
@@ -148,9 +151,9 @@ def test_engines_and_profile(setup, float_onnx, tmp_path):
     assert fp32["int8_convs"] == 0 and fp32["conv_macs"] == summary["conv_macs"]
 
 
-def test_openvino_batches_run_concurrently_for_fp32_only(setup, float_onnx, tmp_path):
+def test_openvino_batches_of_fp32_run_concurrently(setup, float_onnx):
     """A batch of an fp32 export runs its rows concurrently (throughput compilation), in order and equal to the rows
-    run one at a time; an int8 graph keeps the one-by-one latency compilation."""
+    run one at a time (int8 graphs keep the one-by-one latency compilation: test_engines_and_profile)."""
     z = latents_from_seeds(range(6), 32).numpy()
     fp32 = OpenVINOOnnxGenerator(float_onnx)
     rows = np.concatenate([fp32.run_numpy(r[None], 0.7) for r in z])
@@ -159,14 +162,6 @@ def test_openvino_batches_run_concurrently_for_fp32_only(setup, float_onnx, tmp_
     assert fp32.runner._throughput is not None
     with torch.no_grad():
         np.testing.assert_allclose(rows, setup(torch.from_numpy(z), truncation=0.7).numpy(), atol=1e-4)
-    from edgestylegan.runtimes.onnx import save_openvino_ir
-
-    xml = save_openvino_ir(q.nncf_quantize(q.openvino_model(float_onnx), q.styles_inputs(0, 4, 32, 1.0),
-                                           {**DEFAULTS, "float_blocks": 0, "float_ops": []}),
-                           tmp_path / "int8.xml", setup.config, "int8")
-    int8 = OpenVINOOnnxGenerator(xml)
-    int8.run_numpy(z, 1.0)
-    assert not int8.runner.concurrent and int8.runner._throughput is None
 
 
 def test_accuracy_control_reverts_quantizers_to_reach_the_target(setup, float_onnx):

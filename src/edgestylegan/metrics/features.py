@@ -45,9 +45,8 @@ from ..io.fid_inception import fidelity_weights_file, wheel_available
 from ..io.download import sha256_of
 from ..models.enl0 import ENL0_INPUT_SIZE, ENL0_MEAN, ENL0_STD, load_enl0
 from ..runtimes.export_cache import openvino_module
-from ..runtimes.parity import ParityRecord, decide, max_abs_difference, unchecked
+from ..runtimes.parity import OPENVINO_F32, ParityRecord, decide, max_abs_difference, unchecked
 
-OPENVINO_F32 = "openvino-cpu-f32"
 
 #----------------------------------------------------------------------------
 # Feature spaces.

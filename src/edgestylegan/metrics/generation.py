@@ -25,10 +25,9 @@ from ..errors import UserError
 from ..imaging import resize, to_uint8
 from ..models.mobilestylegan import Generator, latents_from_seeds
 from ..runtimes.onnx import openvino_generator
-from ..runtimes.parity import ParityRecord, decide, max_abs_difference, unchecked
+from ..runtimes.parity import OPENVINO_F32, ParityRecord, decide, max_abs_difference, unchecked
 
 WHAT = "evaluation generator"
-OPENVINO_F32 = "openvino-cpu-f32"
 
 
 class EvalImages:

@@ -27,12 +27,11 @@ from ..config import load_params
 from ..errors import UserError
 from ..io.atomic import atomic_directory, write_text
 from ..io.tables import csv_text
-from ..metrics.generation import OPENVINO_F32
 from ..metrics.latency import cpu_info
 from ..models.mobilestylegan import Generator
 from ..paths import Paths
 from ..runtimes import openvino_profile
-from ..runtimes.parity import decide, max_abs_difference
+from ..runtimes.parity import OPENVINO_F32, decide, max_abs_difference
 from ..runtimes.onnx import (OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export_onnx, save_openvino_ir,
                              stamp_onnx_metadata)
 from .loaders import SOURCES, load_model, source_model
@@ -75,8 +74,9 @@ quarter of one uint8 level; the same bound as eval.parity_tolerance's default)."
 def _fp32_images(float_onnx: Path, gen: Generator, inputs: list[dict], truncation: float,
                  threads: int | None) -> tuple[list[np.ndarray], dict]:
     """The fp32 image of each exported-generator input, the reference every int8 PSNR is against, and the parity
-    record of how it was made: float.onnx on OpenVINO f32 (4x PyTorch at 1024² on two cores) once it matched the
-    PyTorch source on the first input (`runtimes.parity`, policy auto), else the PyTorch source itself."""
+    record of how it was made: float.onnx on OpenVINO f32 (4x PyTorch at 1024² on two cores; the rest as one batch)
+    once it matched the PyTorch source on the first input (`runtimes.parity`, policy auto), else the PyTorch source
+    itself."""
     runner = OpenVINOOnnxGenerator(float_onnx, threads)
     first = runner.run_numpy(inputs[0]["z"], truncation)
     with torch.no_grad():
@@ -87,7 +87,8 @@ def _fp32_images(float_onnx: Path, gen: Generator, inputs: list[dict], truncatio
     if parity.runtime != OPENVINO_F32:
         with torch.no_grad():
             return [gen(torch.from_numpy(x["z"]), truncation).numpy() for x in inputs], parity.to_dict()
-    return [first] + [runner.run_numpy(x["z"], truncation) for x in inputs[1:]], parity.to_dict()
+    rest = runner.run_numpy(np.concatenate([x["z"] for x in inputs[1:]]), truncation) if len(inputs) > 1 else []
+    return [first] + [image[None] for image in rest], parity.to_dict()
 
 
 LAYER_FIELDS = ["model", "node", "layer_type", "kernel", "precision", "time_ms", "conv_macs"]
@@ -118,15 +119,15 @@ def run_quantize(source: str = "operating_point", params_path: str | Path = "par
     seconds = {}
     with atomic_directory(paths.quantized_dir(source)) as tmp:
         float_onnx = export_onnx(gen, tmp / paths.float_onnx(source).name, info=info)
-        reference, reference_parity = _fp32_images(float_onnx, gen, held_out, psi, runtime_threads)
+        validation_inputs = (q.styles_inputs(p["validation_seed"], p["validation_samples"], dim, psi)
+                             if p["accuracy_control"] else [])
+        images, reference_parity = _fp32_images(float_onnx, gen, held_out + validation_inputs, psi, runtime_threads)
+        reference = images[:len(held_out)]
+        validation = (validation_inputs, images[len(held_out):]) if validation_inputs else None
         int8_xml, int8_onnx = (tmp / paths.int8_model(e, source).name for e in ("openvino", "onnxruntime"))
 
         start = time.perf_counter()
         fp32 = q.openvino_model(float_onnx)
-        validation = None
-        if p["accuracy_control"]:
-            inputs = q.styles_inputs(p["validation_seed"], p["validation_samples"], dim, psi)
-            validation = (inputs, _fp32_images(float_onnx, gen, inputs, psi, runtime_threads)[0])
         save_openvino_ir(q.nncf_quantize(fp32, calibration, p, validation), int8_xml, gen.config, "int8",
                          {**info, "engine": "openvino"})
         seconds["openvino"] = time.perf_counter() - start

@@ -14,6 +14,9 @@ import torch
 
 from ..errors import UserError
 
+OPENVINO_F32 = "openvino-cpu-f32"
+"""The runtime name of a model compiled by OpenVINO for CPU at f32 inference precision."""
+
 
 @dataclasses.dataclass(frozen=True)
 class ParityRecord:

@@ -139,6 +139,9 @@ def test_engines_and_profile(setup, float_onnx, tmp_path):
     int8 = load_model(xml)
     int8.run_numpy(np.concatenate([x["z"] for x in held]), 1.0)
     assert not int8.runner.concurrent and int8.runner._throughput is None
+    # The file itself switches off OpenVINO's on-the-fly activation quantization of weight-compressed linears (on
+    # by default where the CPU has VNNI or AMX): the same int8 arithmetic on every CPU, for any user who compiles it.
+    assert int8.runner.latency.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == 0
     rows = openvino_profile.profile(xml, held[0], repeats=1)
     summary = openvino_profile.summary(rows)
     macs = openvino_profile.conv_macs(q.openvino_model(float_onnx))

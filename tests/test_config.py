@@ -82,6 +82,17 @@ def test_duplicate_sweep_entries_and_unknown_sections_are_refused(tmp_path):
         validate_file(path)
 
 
+@pytest.mark.parametrize("edit,message", [
+    ({"distill_samples": 8192}, "prune.distill_samples = 8192 exceeds prune.calibration_styles"),
+    ({"distill_samples": 2, "distill_batch_size": 4}, "prune.distill_batch_size = 4 exceeds prune.distill_samples"),
+])
+def test_distillation_recovery_latents_are_checked_against_each_other(edit, message):
+    params = defaults()
+    params["prune"].update(edit)
+    with pytest.raises(ParamsError, match=message):
+        validate(params, ["prune"])
+
+
 def _stage(root, tmp_path, script, params, *args):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))

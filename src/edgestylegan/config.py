@@ -306,9 +306,18 @@ SCHEMA["prune"] = {
     "calibration_seed": Int(300000, low=0, high=2**31 - 1,
                             help="seeds calibration_seed .. + calibration_styles: disjoint from every evaluation seed"),
     "dampening": Float(0.01, low=0, high=1, open_low=True, help="OBS: fraction of the mean Hessian diagonal added"),
-    "distill_steps": Int(40, low=0, help="recovery = distill: Adam steps per synthesis stage (after its least-squares fit)"),
-    "distill_lr": Float(1.0e-4, low=0, open_low=True, help="recovery = distill: Adam learning rate (cosine to 0)"),
-    "distill_batch_size": Int(4, low=1, help="recovery = distill: latents per step"),
+    "distill_steps": Int(400, low=0, help="recovery = distill: Adam steps per synthesis stage"),
+    "distill_lr": Float(3.0e-4, low=0, open_low=True, help="recovery = distill: Adam learning rate (cosine to 0)"),
+    "distill_batch_size": Int(4, low=1, help="recovery = distill: latents per step (4 windows each in the windowed stages)"),
+    "distill_samples": Int(512, low=1, help="recovery = distill: calibration latents of the high-resolution "
+                                                        "(windowed) stages, 4 windows each (<= calibration_styles)"),
+    "distill_inputs": Choice("recovered", "teacher", default="recovered",
+                             help="recovery = distill: each stage trains on the outputs of the already-recovered "
+                                  "stages before it (recovered: it also learns to undo the error reaching it) or on "
+                                  "the dense model's (teacher)"),
+    "distill_fit": Choice("none", "lstsq", default="none",
+                          help="recovery = distill: start each stage's Adam steps from the reconstructed weights "
+                               "(none) or from a masked least-squares re-fit on the distillation latents (lstsq)"),
     "seed": Int(0, low=0, high=2**31 - 1, help="prune.method = random only"),
 }
 SCHEMA["quantize"] = {
@@ -371,6 +380,12 @@ def _prune_rules(p: dict) -> None:
     if p["allocation"] == "sensitivity" and max(amounts) > SENSITIVITY_LEVELS[-1]:
         raise ParamsError(f"prune.allocation = sensitivity: prune.amounts {amounts} exceed the profile's largest level "
                           f"{SENSITIVITY_LEVELS[-1]}; use allocation uniform or lamp for higher amounts")
+    if p["distill_samples"] > p["calibration_styles"]:
+        raise ParamsError(f"prune.distill_samples = {p['distill_samples']} exceeds prune.calibration_styles = "
+                          f"{p['calibration_styles']} (the distillation latents are the first calibration styles)")
+    if p["distill_batch_size"] > p["distill_samples"]:
+        raise ParamsError(f"prune.distill_batch_size = {p['distill_batch_size']} exceeds prune.distill_samples = "
+                          f"{p['distill_samples']}")
     if p["method"] == "random" and p["allocation"] in ("global", "lamp"):
         raise ParamsError(f"prune.allocation = {p['allocation']} ranks weights by magnitude; with prune.method = random "
                           f"use allocation uniform or sensitivity")

@@ -21,10 +21,12 @@ transform) from its input, in two phases:
 Stage inputs (`inputs`): ``teacher`` (default) feeds each stage the teacher's outputs of the preceding stage, so
 every stage learns the teacher's function on the teacher's activations; ``recovered`` feeds it the outputs of the
 already-recovered preceding stages of the pruned model itself (sequential reconstruction: each stage also learns to
-undo the error that reaches it). Measured on the 1024 px teacher at 0.8 (l1, uniform per layer, all targets),
-``recovered`` fits its calibration data a bit better but generalises worse: on held-out latents its chained errors
-grew with depth (up to 100x the teacher's energy at the last blocks with 32 calibration latents), and its held-out
-PSNR was lower (12.14 vs 12.22 dB with 64 latents). The teacher's stage outputs on the calibration latents are
+undo the error that reaches it). Which is better depends on the starting point. From a masked model (l1, uniform per
+layer, 0.8) with the least-squares fit, ``recovered`` generalised worse (held-out PSNR 12.14 vs 12.22 dB with 64
+latents). From the OBS-reconstructed model at 0.6 (`prune.recovery: distill`, sensitivity allocation), with Adam
+alone (`fit="none"`), it is better (held-out PSNR at 256 px on 16 evaluation latents, 40 steps at lr 1e-5: 22.81 vs
+22.75 dB, reconstruct alone 22.57), while the least-squares fit on the distillation latents undoes the reconstruction
+(21.47 dB with no Adam step): the OBS fit used far more calibration pixels. The teacher's stage outputs on the calibration latents are
 computed once and cached (float16; float32 for values that would not fit).
 
 Calibration data: whole-map stages (output maps no bigger than `crop`) use the first n_k calibration latents,

@@ -67,6 +67,8 @@ def run_prune(amount: float, params_path: str | Path = "params.yaml", root: str 
         seeds = range(p["calibration_seed"], p["calibration_seed"] + p["calibration_styles"])
         distill_stats = recover_by_distillation(gen, dense, calibration_seeds=seeds, steps=p["distill_steps"],
                                                 lr=p["distill_lr"], batch_size=p["distill_batch_size"],
+                                                feature_samples=p["distill_samples"], inputs=p["distill_inputs"],
+                                                fit=p["distill_fit"],
                                                 seed=p["calibration_seed"], damp=p["dampening"],
                                                 resume_path=paths.prune_cache(amount) / "resume.pt",
                                                 live_dir=paths.prune_live(amount))

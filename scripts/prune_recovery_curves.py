@@ -6,7 +6,7 @@ one figure with the noise floor: reports/benchmarks/prune_recovery.{png,md,csv}.
 
 Needs data/eval/reference.npz and stage prune_profile's outputs (`dvc repro eval_reference prune_profile`); prunes
 prune.base's model in a scratch folder (nothing in models/ or metrics/ changes). About 1.5 min per point for
-none / reconstruct and up to ~10 min for distill (549 s of recovery at 0.8) on a 2-core CPU.
+none / reconstruct and ~9 min for distill (420-449 s of recovery per amount on a 2-core AVX-512 EPYC).
 """
 import argparse
 

@@ -89,6 +89,8 @@ def test_duplicate_sweep_entries_and_unknown_sections_are_refused(tmp_path):
 def test_distillation_recovery_latents_are_checked_against_each_other(edit, message):
     params = defaults()
     params["prune"].update(edit)
+    validate(params, ["prune"])   # only prune.recovery = distill reads them
+    params["prune"]["recovery"] = "distill"
     with pytest.raises(ParamsError, match=message):
         validate(params, ["prune"])
 

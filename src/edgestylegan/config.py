@@ -380,10 +380,10 @@ def _prune_rules(p: dict) -> None:
     if p["allocation"] == "sensitivity" and max(amounts) > SENSITIVITY_LEVELS[-1]:
         raise ParamsError(f"prune.allocation = sensitivity: prune.amounts {amounts} exceed the profile's largest level "
                           f"{SENSITIVITY_LEVELS[-1]}; use allocation uniform or lamp for higher amounts")
-    if p["distill_samples"] > p["calibration_styles"]:
+    if p["recovery"] == "distill" and p["distill_samples"] > p["calibration_styles"]:
         raise ParamsError(f"prune.distill_samples = {p['distill_samples']} exceeds prune.calibration_styles = "
                           f"{p['calibration_styles']} (the distillation latents are the first calibration styles)")
-    if p["distill_batch_size"] > p["distill_samples"]:
+    if p["recovery"] == "distill" and p["distill_batch_size"] > p["distill_samples"]:
         raise ParamsError(f"prune.distill_batch_size = {p['distill_batch_size']} exceeds prune.distill_samples = "
                           f"{p['distill_samples']}")
     if p["method"] == "random" and p["allocation"] in ("global", "lamp"):

@@ -308,9 +308,10 @@ SCHEMA["prune"] = {
     "dampening": Float(0.01, low=0, high=1, open_low=True, help="OBS: fraction of the mean Hessian diagonal added"),
     "distill_steps": Int(800, low=0, help="recovery = distill: Adam steps per synthesis stage"),
     "distill_lr": Float(3.0e-4, low=0, open_low=True, help="recovery = distill: Adam learning rate (cosine to 0)"),
-    "distill_batch_size": Int(4, low=1, help="recovery = distill: latents per step (4 windows each in the windowed stages)"),
+    "distill_batch_size": Int(4, low=1, help="recovery = distill: latents per step (4 windows each in the windowed "
+                                             "stages)"),
     "distill_samples": Int(512, low=1, help="recovery = distill: calibration latents of the high-resolution "
-                                                        "(windowed) stages, 4 windows each (<= calibration_styles)"),
+                                            "(windowed) stages, 4 windows each (<= calibration_styles)"),
     "distill_inputs": Choice("recovered", "teacher", default="recovered",
                              help="recovery = distill: each stage trains on the outputs of the already-recovered "
                                   "stages before it (recovered: it also learns to undo the error reaching it) or on "

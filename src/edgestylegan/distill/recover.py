@@ -26,8 +26,8 @@ layer, 0.8) with the least-squares fit, ``recovered`` generalised worse (held-ou
 latents). From the OBS-reconstructed model at 0.6 (`prune.recovery: distill`, sensitivity allocation), with Adam
 alone (`fit="none"`), it is better (held-out PSNR at 256 px on 16 evaluation latents, 40 steps at lr 1e-5: 22.81 vs
 22.75 dB, reconstruct alone 22.57), while the least-squares fit on the distillation latents undoes the reconstruction
-(21.47 dB with no Adam step): the OBS fit used far more calibration pixels. The teacher's stage outputs on the calibration latents are
-computed once and cached (float16; float32 for values that would not fit).
+(21.47 dB with no Adam step): the OBS fit used far more calibration pixels. The teacher's stage outputs on the
+calibration latents are computed once and cached (float16; float32 for values that would not fit).
 
 Calibration data: whole-map stages (output maps no bigger than `crop`) use the first n_k calibration latents,
 n_k = clip(ceil(fit_columns / pixels_k), feature_samples, len(calibration_seeds)), where pixels_k is the stage's

@@ -212,3 +212,16 @@ def test_sequential_prune_stage(root, tmp_path, monkeypatch, tiny_generator):
     assert run_stage(root, "prune", "--amount", "0.6") == 0               # lamp needs no profile
     record = PruneRecord.read(Paths(project).prune_metrics(0.6))
     assert record.sparsity["targeted"] == pytest.approx(0.6, abs=1e-4) and record.values == "float32"
+
+
+def test_distill_recovery_stage_passes_its_params_and_keeps_the_masks(root, tmp_path, monkeypatch, tiny_generator):
+    project = _project(tmp_path, tiny_generator, sequential=True, allocation="lamp", values="float32",
+                       recovery="distill", distill_steps=3, distill_samples=8, distill_batch_size=2)
+    monkeypatch.chdir(project)
+    assert run_stage(root, "prune", "--amount", "0.6") == 0
+    record = PruneRecord.read(Paths(project).prune_metrics(0.6))
+    settings = {k: record.distill[k] for k in ("inputs", "fit", "feature_samples", "steps", "batch_size", "lr")}
+    assert settings == {"inputs": "recovered", "fit": "none", "feature_samples": 8, "steps": 3, "batch_size": 2,
+                        "lr": 3e-4}
+    assert record.distill["complete"] and record.distill["masks_intact"]
+    assert record.sparsity["targeted"] == pytest.approx(0.6, abs=1e-4) and record.seconds["distill"] > 0

@@ -95,6 +95,22 @@ def test_distillation_recovery_latents_are_checked_against_each_other(edit, mess
         validate(params, ["prune"])
 
 
+@pytest.mark.parametrize("edit,message", [
+    ({"range_quantile": 0.2}, r"quantize.range_quantile = 0.2 is out of range"),
+    ({"range_quantile": 0.0}, r"quantize.range_quantile = 0.0 is out of range"),
+    ({"range_estimator": "minmax", "range_quantile": 1e-2}, "applies only to quantize.range_estimator = mean_quantile"),
+    ({"student_float_last_blocks": -1}, "quantize.student_float_last_blocks"),
+])
+def test_bad_quantize_range_and_float_block_params_are_rejected(edit, message):
+    params = defaults()
+    params["quantize"].update(edit)
+    with pytest.raises(ParamsError, match=message):
+        validate(params, ["quantize"])
+    params["quantize"].update(range_estimator="minmax", range_quantile=defaults()["quantize"]["range_quantile"],
+                              student_float_last_blocks=0)
+    validate(params, ["quantize"])   # another estimator with the default quantile is fine
+
+
 def _stage(root, tmp_path, script, params, *args):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))

@@ -68,6 +68,22 @@ def test_calibration_really_sets_the_ranges(setup, float_onnx):
     assert len(_weights(a)) > 0
 
 
+def _ranges(model) -> np.ndarray:
+    """Width of every activation FakeQuantize's input range (weights have constant inputs)."""
+    return np.array([float(np.max(op.input_value(2).get_node().get_data() - op.input_value(1).get_node().get_data()))
+                     for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
+                     and op.input_value(0).get_node().get_type_name() != "Constant"])
+
+
+def test_range_quantile_clips_the_activation_ranges(setup, float_onnx):
+    recipe = {**DEFAULTS, "float_blocks": 0, "overflow_fix": "disable", "range_estimator": "mean_quantile"}
+    cal = q.styles_inputs(0, 8, 32, 1.0)
+    wide, narrow = (_ranges(q.nncf_quantize(q.openvino_model(float_onnx), cal, {**recipe, "range_quantile": t}))
+                    for t in (1e-5, 1e-2))
+    assert len(wide) == len(narrow) > 0
+    assert np.all(narrow <= wide * (1 + 1e-6)) and np.mean(narrow < wide * 0.99) > 0.5, (narrow, wide)
+
+
 def _int8_dot_weight_bounds(model) -> list[int]:
     """max |int8 weight| of every op that runs an int8 dot product over input channels (a Convolution or MatMul whose
     activation input is quantized): from the weight FakeQuantize's levels where the weights are fake-quantized, else
@@ -106,11 +122,16 @@ def test_float_blocks_and_ops_stay_float(setup, float_onnx):
     early = q.early_block_ops(model, 1)
     assert early and q.early_block_ops(model, 0) == []
     assert set(q.early_block_ops(model, 2)) > set(early)
+    late = q.late_block_ops(model, 1)
+    assert q.late_block_ops(model, 0) == [] and set(q.late_block_ops(model, 2)) > set(late) > set(q.head_ops(model))
+    assert not set(late) & set(q.early_block_ops(model, 1))
     head = q.head_ops(model)
     kinds = [op.get_type_name() for op in model.get_ordered_ops() if op.get_friendly_name() in head]
     assert kinds[0] == "Convolution" and "Convolution" not in kinds[1:] and kinds[-1] == "DepthToSpace", kinds
     quantized = q.nncf_quantize(model, cal, {**DEFAULTS, "float_blocks": 1, "float_head": True,
                                              "float_ops": ["MatMul"]})
+    last_float = q.nncf_quantize(q.openvino_model(float_onnx), cal, {**DEFAULTS, "float_blocks": 0,
+                                                                      "float_ops": ["MatMul"]}, float_last_blocks=1)
     quantizes = {op.get_friendly_name() for op in quantized.get_ops()
                  if "FakeQuantize" in [i.get_source_output().get_node().get_type_name() for i in op.inputs()]}
     assert quantizes, "nothing was quantized"
@@ -118,6 +139,11 @@ def test_float_blocks_and_ops_stay_float(setup, float_onnx):
         if op.get_type_name() in ("MatMul",) or op.get_friendly_name() in early + head:
             feeds = [i.get_source_output().get_node().get_type_name() for i in op.inputs()]
             assert "FakeQuantize" not in feeds, op.get_friendly_name()
+    convs = {op.get_friendly_name(): any(i.get_source_output().get_node().get_type_name() == "FakeQuantize"
+                                         for i in op.inputs())
+             for op in last_float.get_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")}
+    assert any(int8 for name, int8 in convs.items() if name not in late), "nothing below the last block was quantized"
+    assert not any(int8 for name, int8 in convs.items() if name in late), "a conv of the float last block has int8 input"
 
 
 def test_engines_and_profile(setup, float_onnx, tmp_path):

@@ -343,6 +343,9 @@ SCHEMA["quantize"] = {
     "range_estimator": Choice(*RANGE_ESTIMATORS, default="mean_quantile",
                               help="NNCF activation range estimator (default: NNCF's own for the preset; mean_quantile "
                                    "clips the rare outliers: coarser for them, finer steps for every other image)"),
+    "range_quantile": Float(1.0e-3, low=1.0e-6, high=0.05,
+                            help="range_estimator mean_quantile: the tail probability clipped on each side of every "
+                                 "activation's per-image range (NNCF's own: 1e-4; more clipping, finer steps)"),
     "overflow_fix": Choice("enable", "first_layer", "disable", default="enable",
                            help="7-bit weights so u8 x s8 pair sums cannot saturate on CPUs without VNNI: enable "
                                 "(every layer: safe on any x86 CPU) | first_layer | disable (VNNI/AMX machines only)"),
@@ -351,6 +354,10 @@ SCHEMA["quantize"] = {
                            "Multiply: the style modulations)"),
     "float_blocks": Int(2, low=0, high=8, help="synthesis blocks from the lowest resolution up (with the mapping "
                                                "network and conv1) that NNCF leaves float: few MACs, most outliers"),
+    "student_float_last_blocks": Int(1, low=0, high=8,
+                                     help="stage quantize_student only: the student's highest-resolution synthesis "
+                                          "blocks (and head) left float; at its native 256 px their int8 noise is what "
+                                          "the evaluation sees (the teacher's is averaged by the downsampling)"),
     "float_head": Bool(False, help="leave the output head (its 1x1 conv to Haar coefficients / RGB and the inverse "
                                    "transform) float: few MACs, and its activations are the image itself"),
     "accuracy_control": Bool(False, help="nncf.quantize_with_accuracy_control: revert the costliest quantizers until "
@@ -395,6 +402,9 @@ def _prune_rules(p: dict) -> None:
 def _quantize_rules(p: dict) -> None:
     if len(set(p["float_ops"])) != len(p["float_ops"]):
         raise ParamsError(f"quantize.float_ops has duplicates: {p['float_ops']}")
+    if p["range_estimator"] != "mean_quantile" and p["range_quantile"] != SCHEMA["quantize"]["range_quantile"].default:
+        raise ParamsError(f"quantize.range_quantile = {p['range_quantile']} applies only to quantize.range_estimator = "
+                          f"mean_quantile (it is {p['range_estimator']!r}); drop it or set that estimator")
     spans = {name: (p[f"{name}_seed"], p[f"{name}_seed"] + p[f"{name}_samples"])
              for name in ("calibration", "validation", "fidelity")}
     for a, b in (("calibration", "validation"), ("calibration", "fidelity"), ("validation", "fidelity")):

@@ -75,10 +75,16 @@ def _nncf_quiet():
 def _advanced(recipe: dict):
     from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters, AdvancedSmoothQuantParameters,
                                                        OverflowFix)
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+    from nncf.quantization.range_estimator import (AggregatorType, RangeEstimatorParameters,
+                                                   RangeEstimatorParametersSet, StatisticsCollectorParameters,
+                                                   StatisticsType)
 
     kw = {}
-    if recipe["range_estimator"] != "default":
+    if recipe["range_estimator"] == "mean_quantile":     # NNCF's preset, with our tail probability (its: 1e-4)
+        tail = StatisticsCollectorParameters(statistics_type=StatisticsType.QUANTILE, aggregator_type=AggregatorType.MEAN,
+                                             quantile_outlier_prob=recipe["range_quantile"])
+        kw["activations_range_estimator_params"] = RangeEstimatorParameters(min=tail, max=tail)
+    elif recipe["range_estimator"] != "default":
         kw["activations_range_estimator_params"] = getattr(RangeEstimatorParametersSet,
                                                            recipe["range_estimator"].upper())
     return AdvancedQuantizationParameters(
@@ -107,6 +113,19 @@ def early_block_ops(model, blocks: int) -> list[str]:
     return names
 
 
+def late_block_ops(model, blocks: int) -> list[str]:
+    """Names of the ops of the last `blocks` synthesis blocks and of the output head after them, in the OpenVINO graph
+    of an exported generator: from the DepthToSpace that ends the first of those blocks' IDWT upsampling (the graph's
+    last DepthToSpace is the head's inverse Haar transform or pixel shuffle) to the output. At a model's native
+    resolution their int8 steps are pixel noise that no downsampling averages away."""
+    if blocks <= 0:
+        return []
+    ops = [op for op in model.get_ordered_ops() if op.get_type_name() not in ("Parameter", "Constant", "Result")]
+    cuts = [i for i, op in enumerate(ops) if op.get_type_name() == "DepthToSpace"]
+    start = cuts[max(0, len(cuts) - 1 - blocks)]
+    return [op.get_friendly_name() for op in ops[start:]]
+
+
 def head_ops(model) -> list[str]:
     """Names of the output head's ops in the OpenVINO graph of an exported generator: the last Convolution (the
     head's 1x1 modulated conv to Haar coefficients or to pixel-shuffled RGB) and everything after it (the inverse Haar
@@ -117,17 +136,19 @@ def head_ops(model) -> list[str]:
 
 
 def nncf_quantize(model, calibration: list[dict], recipe: dict,
-                  validation: tuple[list[dict], list[np.ndarray]] | None = None):
+                  validation: tuple[list[dict], list[np.ndarray]] | None = None, float_last_blocks: int = 0):
     """int8 OpenVINO model of the float OpenVINO `model` (static batch 1) by NNCF.
 
     recipe: the quantize params (preset, fast_bias_correction, smooth_quant_alpha, channel_alignment,
-    range_estimator, overflow_fix, float_ops, float_blocks, float_head, accuracy_control, min_psnr). With accuracy control, `validation` =
+    range_estimator, range_quantile, overflow_fix, float_ops, float_blocks, float_head, accuracy_control, min_psnr);
+    float_last_blocks: highest-resolution synthesis blocks (with the head) left float. With accuracy control, `validation` =
     (inputs, their fp32 images) scores a candidate by its per-latent PSNR against those images, and NNCF reverts the quantizers
     that cost the most until the mean reaches recipe["min_psnr"]."""
     import nncf
 
     types = sorted({op.get_type_name() for op in model.get_ops()} & set(recipe["float_ops"]))
-    names = early_block_ops(model, recipe["float_blocks"]) + (head_ops(model) if recipe["float_head"] else [])
+    names = sorted(set(early_block_ops(model, recipe["float_blocks"]) + late_block_ops(model, float_last_blocks)
+                       + (head_ops(model) if recipe["float_head"] else [])))
     kw = dict(preset=nncf.QuantizationPreset(recipe["preset"]), subset_size=len(calibration),
               fast_bias_correction=recipe["fast_bias_correction"], advanced_parameters=_advanced(recipe),
               ignored_scope=nncf.IgnoredScope(types=types, names=names) if types or names else None)

@@ -37,9 +37,15 @@ from ..runtimes.onnx import (OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export
 from .loaders import SOURCES, load_model, source_model
 
 RECIPE_KEYS = ("calibration_samples", "calibration_seed", "truncation", "preset", "fast_bias_correction",
-               "smooth_quant_alpha", "channel_alignment", "range_estimator", "overflow_fix", "float_ops",
-               "float_blocks", "float_head", "accuracy_control", "validation_samples", "validation_seed", "ort_calibration",
+               "smooth_quant_alpha", "channel_alignment", "range_estimator", "range_quantile", "overflow_fix",
+               "float_ops", "float_blocks", "float_head", "accuracy_control", "validation_samples", "validation_seed", "ort_calibration",
                "ort_reduce_range", "fidelity_seed", "fidelity_samples")
+
+
+def float_last_blocks(params: dict, source: str) -> int:
+    """The highest-resolution synthesis blocks NNCF leaves float: quantize.student_float_last_blocks for the student,
+    none for the operating point (the teacher's int8 share is the study's target)."""
+    return params["student_float_last_blocks"] if source == "student" else 0
 
 
 def check_engine_fidelity(record: QuantizeRecord) -> None:
@@ -55,7 +61,8 @@ def check_engine_fidelity(record: QuantizeRecord) -> None:
         raise UserError(f"quantize.engine = {record.engine}: its int8 model's mean PSNR vs fp32 on "
                         f"{record.num_fidelity_latents} held-out latents is {_db(record.engine_psnr(record.engine))}, "
                         f"below quantize.min_psnr = {target} dB; keep more of the network float (quantize.float_blocks, "
-                        f"quantize.float_head, quantize.float_ops), turn on quantize.accuracy_control, or lower quantize.min_psnr")
+                        f"quantize.float_head, quantize.float_ops), clip less (a smaller quantize.range_quantile), "
+                        f"turn on quantize.accuracy_control, or lower quantize.min_psnr")
 
 
 def _db(value: float | None) -> str:
@@ -128,7 +135,8 @@ def run_quantize(source: str = "operating_point", params_path: str | Path = "par
 
         start = time.perf_counter()
         fp32 = q.openvino_model(float_onnx)
-        save_openvino_ir(q.nncf_quantize(fp32, calibration, p, validation), int8_xml, gen.config, "int8",
+        save_openvino_ir(q.nncf_quantize(fp32, calibration, p, validation, float_last_blocks(p, source)), int8_xml,
+                         gen.config, "int8",
                          {**info, "engine": "openvino"})
         seconds["openvino"] = time.perf_counter() - start
 
@@ -145,7 +153,8 @@ def run_quantize(source: str = "operating_point", params_path: str | Path = "par
                     for name, path in (("fp32", float_onnx), ("int8", int8_xml))}
         mean = {k: _finite(np.mean(v)) for k, v in fidelity.items()}
         record = QuantizeRecord(
-            operating_point=operating_point, engine=p["engine"], recipe={k: p[k] for k in RECIPE_KEYS},
+            operating_point=operating_point, engine=p["engine"],
+            recipe={**{k: p[k] for k in RECIPE_KEYS}, "float_last_blocks": float_last_blocks(p, source)},
             psnr_db=mean, psnr_db_min={k: _finite(np.min(v)) for k, v in fidelity.items()},
             psnr_db_per_latent={k: [_finite(x) for x in v] for k, v in fidelity.items()},
             psnr_target_db=p["min_psnr"],

@@ -21,6 +21,7 @@ from ..metrics.evaluate import EvalConfig, Reference, evaluate_variant, referenc
 from ..metrics.latency import cpu_info, generator_call, measure
 from ..paths import Paths
 from .loaders import SOURCES
+from .quantize import float_last_blocks
 from ..runtimes import openvino_profile
 from ..runtimes.onnx import OpenVINOOnnxGenerator, save_openvino_ir
 
@@ -114,7 +115,8 @@ def run_quantize_tradeoff(recipes: dict[str, dict] | None = None, params_path: s
             print(f"[{i + 1}/{len(checked)}] {name}", flush=True)
             calibration = q.styles_inputs(recipe["calibration_seed"], recipe["calibration_samples"],
                                           config.style_dim, recipe["truncation"])
-            xml = save_openvino_ir(q.nncf_quantize(q.openvino_model(float_onnx), calibration, recipe),
+            xml = save_openvino_ir(q.nncf_quantize(q.openvino_model(float_onnx), calibration, recipe,
+                                                   float_last_blocks=float_last_blocks(recipe, source)),
                                    Path(tmp) / f"recipe{i}.xml", config, "int8", {"recipe": recipes[name]})
             model = OpenVINOOnnxGenerator(xml, threads)
             psnr = q.psnr_per_image([model.run_numpy(x["z"], x["truncation"]) for x in held_out], reference)

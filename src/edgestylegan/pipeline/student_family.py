@@ -7,7 +7,7 @@ evaluate's own functions run in a scratch project whose teacher, distillation po
 to this project's. Latency: batch 1, z -> image at each model's own resolution, `account.threads` threads, median of
 `account.latency_repeats` rounds in which every runner is timed once; each student on PyTorch and on OpenVINO (its ONNX
 export), the faster counting, divided by the random-face IR teacher (OpenVINO f32, 1024 px) of the same run.
-Writes reports/benchmarks/students.{csv,md,png}.
+Writes reports/benchmarks/students.{csv,md,png} (another stem: out_name).
 """
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ from .evaluate import run_evaluate
 from .loaders import load_model
 from .scratch import link_inputs
 
+TRUNK_TRAINING = {"lr_pretrained": 1.0e-4, "crop": 0, "perceptual": "enl0", "steps": 400}
+"""distill keys of the trunk-trained members: every layer fine-tuned with the multi-scale enl0 perceptual loss."""
+
 FAMILY: dict[str, dict[str, dict]] = {
     "mobilestylegan": {"student": {"arch": "mobilestylegan", "width": 1.0}},
     "blaze": {"student": {"arch": "blaze", "width": 1.0}},
@@ -39,12 +42,15 @@ FAMILY: dict[str, dict[str, dict]] = {
     "blaze w0.75": {"student": {"arch": "blaze", "width": 0.75}},
     "blaze w0.5": {"student": {"arch": "blaze", "width": 0.5}},
     "blaze, trunk trained": {"student": {"arch": "blaze", "width": 1.0, "all_heads": True},
-                             "distill": {"lr_pretrained": 1.0e-4, "crop": 0, "perceptual": "enl0", "steps": 400}},
+                             "distill": TRUNK_TRAINING},
+    "blaze, last block 256 ch, trunk trained": {"student": {"arch": "blaze", "width": 1.0, "last_block_channels": 256,
+                                                            "all_heads": True},
+                                                "distill": TRUNK_TRAINING},
 }
 """name -> {params section: keys replaced}. `last_block_channels` (student) is the last block's entry of `channels`;
 a last block narrower than the teacher's is channel-selected and then trained with its head on cached trunk inputs.
-The trunk-trained blaze fine-tunes every layer with the multi-scale perceptual loss (about 25 min of distillation
-on a 2-core CPU), so it runs only when named."""
+The trunk-trained blazes fine-tune every layer with the multi-scale perceptual loss (about 25 min of distillation
+each on a 2-core CPU), so they run only when named."""
 
 DEFAULT_MEMBERS = [name for name in FAMILY if "distill" not in FAMILY[name]]
 """The members a plain `scripts/student_family.py` run builds: those distilled with the params' own distill settings."""
@@ -103,7 +109,9 @@ def _latency(models: dict[str, Path], threads: int, repeats: int, warmup: int, t
         return measure(runners, repeats=repeats, warmup=warmup, progress=True)
 
 
-def run_student_family(names: list[str], params_path: str | Path = "params.yaml", root: str | Path = ".") -> list[dict]:
+def run_student_family(names: list[str], params_path: str | Path = "params.yaml", root: str | Path = ".",
+                       out_name: str = "students") -> list[dict]:
+    """out_name: the file stem of the table and figure under reports/benchmarks/."""
     if not names:
         raise UserError(f"no students given: choose from {list(FAMILY)}")
     paths = Paths(Path(root))
@@ -153,7 +161,7 @@ def run_student_family(names: list[str], params_path: str | Path = "params.yaml"
     cpu = cpu_info()
     protocol.update(threads=raw["account"]["threads"], repeats=raw["account"]["latency_repeats"])
     out = paths.reports / "benchmarks"
-    write_text(out / "students.csv", csv_text(rows, COLUMNS))
-    write_text(out / "students.md", _markdown(rows, floor, protocol, teacher_ms, cpu))
-    student_latency_quality(rows, floor, protocol, out / "students.png")
+    write_text(out / f"{out_name}.csv", csv_text(rows, COLUMNS))
+    write_text(out / f"{out_name}.md", _markdown(rows, floor, protocol, teacher_ms, cpu))
+    student_latency_quality(rows, floor, protocol, out / f"{out_name}.png")
     return rows

@@ -352,3 +352,10 @@ def test_quantize_stage_rejects_bad_params_without_output(root, tmp_path, monkey
     assert not (project / "models/quantized").exists() and not (project / "metrics").exists()
     assert not (project / "reports").exists()
     assert not any(p.name.startswith(".quantized") for p in (project / "models").iterdir())
+
+
+def test_only_a_student_keeps_its_last_blocks_float():
+    p = {**DEFAULTS, "student_float_last_blocks": 2}
+    assert quantize_pipeline.float_last_blocks(p, "student", {}) == 2          # quantize_student reads no prune key
+    assert quantize_pipeline.float_last_blocks(p, "operating_point", {"base": "student"}) == 2
+    assert quantize_pipeline.float_last_blocks(p, "operating_point", {"base": "teacher"}) == 0

@@ -355,9 +355,10 @@ SCHEMA["quantize"] = {
     "float_blocks": Int(2, low=0, high=8, help="synthesis blocks from the lowest resolution up (with the mapping "
                                                "network and conv1) that NNCF leaves float: few MACs, most outliers"),
     "student_float_last_blocks": Int(1, low=0, high=8,
-                                     help="stage quantize_student only: the student's highest-resolution synthesis "
-                                          "blocks (and head) left float; at its native 256 px their int8 noise is what "
-                                          "the evaluation sees (the teacher's is averaged by the downsampling)"),
+                                     help="a student's highest-resolution synthesis blocks (and head) left float (stage "
+                                          "quantize_student; quantize with prune.base = student): at its native 256 px "
+                                          "their int8 noise is what the evaluation sees (the teacher's is averaged by the "
+                                          "downsampling)"),
     "float_head": Bool(False, help="leave the output head (its 1x1 conv to Haar coefficients / RGB and the inverse "
                                    "transform) float: few MACs, and its activations are the image itself"),
     "accuracy_control": Bool(False, help="nncf.quantize_with_accuracy_control: revert the costliest quantizers until "

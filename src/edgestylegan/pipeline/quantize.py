@@ -42,10 +42,12 @@ RECIPE_KEYS = ("calibration_samples", "calibration_seed", "truncation", "preset"
                "ort_reduce_range", "fidelity_seed", "fidelity_samples")
 
 
-def float_last_blocks(params: dict, source: str) -> int:
-    """The highest-resolution synthesis blocks NNCF leaves float: quantize.student_float_last_blocks for the student,
-    none for the operating point (the teacher's int8 share is the study's target)."""
-    return params["student_float_last_blocks"] if source == "student" else 0
+def float_last_blocks(quantize: dict, source: str, prune: dict) -> int:
+    """The highest-resolution synthesis blocks NNCF leaves float: quantize.student_float_last_blocks for the student
+    (stage quantize_student, or an operating point of prune.base = student), none for the teacher (its int8 share
+    is the study's target)."""
+    student = source == "student" or prune["base"] == "student"     # (stage quantize_student reads no prune key)
+    return quantize["student_float_last_blocks"] if student else 0
 
 
 def check_engine_fidelity(record: QuantizeRecord) -> None:
@@ -121,6 +123,7 @@ def run_quantize(source: str = "operating_point", params_path: str | Path = "par
     calibration = q.styles_inputs(p["calibration_seed"], p["calibration_samples"], dim, psi)
     held_out = q.styles_inputs(p["fidelity_seed"], p["fidelity_samples"], dim, psi)
 
+    last_float = float_last_blocks(p, source, params["prune"])
     info = {"source": os.path.relpath(src, paths.root), **operating_point}
     runtime_threads = threads or None
     seconds = {}
@@ -135,7 +138,7 @@ def run_quantize(source: str = "operating_point", params_path: str | Path = "par
 
         start = time.perf_counter()
         fp32 = q.openvino_model(float_onnx)
-        save_openvino_ir(q.nncf_quantize(fp32, calibration, p, validation, float_last_blocks(p, source)), int8_xml,
+        save_openvino_ir(q.nncf_quantize(fp32, calibration, p, validation, last_float), int8_xml,
                          gen.config, "int8",
                          {**info, "engine": "openvino"})
         seconds["openvino"] = time.perf_counter() - start
@@ -154,7 +157,7 @@ def run_quantize(source: str = "operating_point", params_path: str | Path = "par
         mean = {k: _finite(np.mean(v)) for k, v in fidelity.items()}
         record = QuantizeRecord(
             operating_point=operating_point, engine=p["engine"],
-            recipe={**{k: p[k] for k in RECIPE_KEYS}, "float_last_blocks": float_last_blocks(p, source)},
+            recipe={**{k: p[k] for k in RECIPE_KEYS}, "float_last_blocks": last_float},
             psnr_db=mean, psnr_db_min={k: _finite(np.min(v)) for k, v in fidelity.items()},
             psnr_db_per_latent={k: [_finite(x) for x in v] for k, v in fidelity.items()},
             psnr_target_db=p["min_psnr"],

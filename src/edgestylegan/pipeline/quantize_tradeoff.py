@@ -94,7 +94,7 @@ def run_quantize_tradeoff(recipes: dict[str, dict] | None = None, params_path: s
     paths = Paths(Path(root))
     raw = read_yaml(params_path)
     checked = {name: recipe_params(raw, over, name) for name, over in recipes.items()}   # All before any work.
-    base = validate(raw, ["quantize", "eval"], str(params_path))
+    base = validate(raw, ["quantize", "eval", "prune"], str(params_path))
     cfg = EvalConfig.from_params(base["eval"])
     float_onnx = paths.float_onnx(source)
     if not float_onnx.is_file():
@@ -116,7 +116,7 @@ def run_quantize_tradeoff(recipes: dict[str, dict] | None = None, params_path: s
             calibration = q.styles_inputs(recipe["calibration_seed"], recipe["calibration_samples"],
                                           config.style_dim, recipe["truncation"])
             xml = save_openvino_ir(q.nncf_quantize(q.openvino_model(float_onnx), calibration, recipe,
-                                                   float_last_blocks=float_last_blocks(recipe, source)),
+                                                   float_last_blocks=float_last_blocks(recipe, source, base["prune"])),
                                    Path(tmp) / f"recipe{i}.xml", config, "int8", {"recipe": recipes[name]})
             model = OpenVINOOnnxGenerator(xml, threads)
             psnr = q.psnr_per_image([model.run_numpy(x["z"], x["truncation"]) for x in held_out], reference)

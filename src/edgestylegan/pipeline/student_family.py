@@ -7,7 +7,8 @@ evaluate's own functions run in a scratch project whose teacher, distillation po
 to this project's. Latency: batch 1, z -> image at each model's own resolution, `account.threads` threads, median of
 `account.latency_repeats` rounds in which every runner is timed once; each student on PyTorch and on OpenVINO (its ONNX
 export), the faster counting, divided by the random-face IR teacher (OpenVINO f32, 1024 px) of the same run.
-Writes reports/benchmarks/students.{csv,md,png} (another stem: out_name).
+Writes reports/benchmarks/students.{csv,md,png} and each member's evaluation strip in students_samples/ (another
+stem: out_name).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import yaml
 
 from ..config import read_yaml, validate
 from ..errors import UserError
-from ..io.atomic import write_text
+from ..io.atomic import atomic_path, write_text
 from ..io.tables import csv_text
 from ..metrics import accounting as acc
 from ..metrics.latency import cpu_info, generator_call, measure, openvino_ir_call, torch_threads
@@ -56,8 +57,8 @@ DEFAULT_MEMBERS = [name for name in FAMILY if "distill" not in FAMILY[name]]
 """The members a plain `scripts/student_family.py` run builds: those distilled with the params' own distill settings."""
 
 COLUMNS = ["student", "arch", "width", "channels", "gmac", "params_synthesis", "distill_seconds", "val_psnr_db",
-           "fd_enl0", "fd_over_floor", "kid", "psnr_db", "ssim", "latency_ms", "runtime", "latency_vs_teacher_ir",
-           "latency_torch_ms", "latency_openvino_ms"]
+           "fd_enl0", "fd_over_floor", "kid", "fid_vs_teacher", "psnr_db", "ssim", "latency_ms", "runtime",
+           "latency_vs_teacher_ir", "latency_torch_ms", "latency_openvino_ms", "samples"]
 
 
 def member_params(raw: dict, name: str) -> dict:
@@ -82,14 +83,18 @@ def _markdown(rows: list[dict], floor: float, protocol: dict, teacher_ms: float,
              f"fd_enl0 {floor:.1f}. Held-out PSNR: distill's validation latents at the student resolution. Latency: "
              f"batch 1, {protocol['threads']} threads, median of {protocol['repeats']} interleaved rounds, each "
              f"student on its faster runtime (PyTorch or OpenVINO fp32), over the random-face OpenVINO IR teacher "
-             f"(f32, 1024 px) in the same run: {teacher_ms:.1f} ms. CPU: {cpu['model_name']} ({isa}).", "",
-             "| student | channels | GMAC | distill s | held-out PSNR dB | fd_enl0 | x floor | KID | PSNR dB | SSIM | "
-             "latency ms | runtime | x teacher IR |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"(f32, 1024 px) in the same run: {teacher_ms:.1f} ms. CPU: {cpu['model_name']} ({isa}). "
+             f"fid_vs_teacher: the same protocol in FID Inception features (the independent check of a student "
+             f"trained with the enl0 perceptual loss). Samples: the evaluation strip (the latents of "
+             f"reports/eval/teacher.png).", "",
+             "| student | channels | GMAC | distill s | held-out PSNR dB | fd_enl0 | x floor | KID | fid_vs_teacher | "
+             "PSNR dB | SSIM | latency ms | runtime | x teacher IR | samples |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['student']} | {r['channels']} | {r['gmac']:.2f} | {r['distill_seconds']:.0f} | "
                      f"{r['val_psnr_db']:.2f} | {r['fd_enl0']:.1f} | {r['fd_over_floor']:.2f} | {r['kid']:.4f} | "
-                     f"{r['psnr_db']:.2f} | {r['ssim']:.3f} | {r['latency_ms']:.1f} | {r['runtime']} | "
-                     f"{r['latency_vs_teacher_ir']:.3f} |")
+                     f"{r['fid_vs_teacher']:.1f} | {r['psnr_db']:.2f} | {r['ssim']:.3f} | {r['latency_ms']:.1f} | "
+                     f"{r['runtime']} | {r['latency_vs_teacher_ir']:.3f} | {r['samples']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -133,6 +138,9 @@ def run_student_family(names: list[str], params_path: str | Path = "params.yaml"
             distilled = run_distill(params, scratch.root)
             print(f"student {name}: evaluate", flush=True)
             record, _ = run_evaluate("student", params, scratch.root)
+            strip = paths.reports / "benchmarks" / f"{out_name}_samples" / f"{i}.png"
+            with atomic_path(strip) as partial:
+                shutil.copyfile(scratch.eval_strip("student"), partial)
             models[name] = Path(tmp) / f"student{i}.safetensors"
             shutil.copyfile(scratch.student_model, models[name])
             gen = load_model(models[name])
@@ -144,8 +152,10 @@ def run_student_family(names: list[str], params_path: str | Path = "params.yaml"
                          "params_synthesis": acc.parameter_counts(gen)["synthesis"]["params"],
                          "distill_seconds": distilled.train["seconds"], "val_psnr_db": distilled.val["psnr_db"],
                          "fd_enl0": record.scores["fd_enl0"], "fd_over_floor": record.scores["fd_enl0"] / floor,
-                         "kid": record.scores["kid_enl0"]["mean"], "psnr_db": record.paired["psnr_db"],
-                         "ssim": record.paired["ssim"]})
+                         "kid": record.scores["kid_enl0"]["mean"],
+                         "fid_vs_teacher": record.scores.get("fid_vs_teacher", float("nan")),
+                         "psnr_db": record.paired["psnr_db"], "ssim": record.paired["ssim"],
+                         "samples": str(strip.relative_to(paths.root))})
         a = raw["account"]
         print(f"latency: {len(models)} students and the teacher IR, interleaved", flush=True)
         start = time.perf_counter()

@@ -81,7 +81,8 @@ def _advanced(recipe: dict):
 
     kw = {}
     if recipe["range_estimator"] == "mean_quantile":     # NNCF's preset, with our tail probability (its: 1e-4)
-        tail = StatisticsCollectorParameters(statistics_type=StatisticsType.QUANTILE, aggregator_type=AggregatorType.MEAN,
+        tail = StatisticsCollectorParameters(statistics_type=StatisticsType.QUANTILE,
+                                             aggregator_type=AggregatorType.MEAN,
                                              quantile_outlier_prob=recipe["range_quantile"])
         kw["activations_range_estimator_params"] = RangeEstimatorParameters(min=tail, max=tail)
     elif recipe["range_estimator"] != "default":
@@ -141,9 +142,9 @@ def nncf_quantize(model, calibration: list[dict], recipe: dict,
 
     recipe: the quantize params (preset, fast_bias_correction, smooth_quant_alpha, channel_alignment,
     range_estimator, range_quantile, overflow_fix, float_ops, float_blocks, float_head, accuracy_control, min_psnr);
-    float_last_blocks: highest-resolution synthesis blocks (with the head) left float. With accuracy control, `validation` =
-    (inputs, their fp32 images) scores a candidate by its per-latent PSNR against those images, and NNCF reverts the quantizers
-    that cost the most until the mean reaches recipe["min_psnr"]."""
+    float_last_blocks: highest-resolution synthesis blocks (with the head) left float. With accuracy control,
+    `validation` = (inputs, their fp32 images) scores a candidate by its per-latent PSNR against those images, and NNCF
+    reverts the quantizers that cost the most until the mean reaches recipe["min_psnr"]."""
     import nncf
 
     types = sorted({op.get_type_name() for op in model.get_ops()} & set(recipe["float_ops"]))

@@ -38,8 +38,8 @@ from .loaders import SOURCES, load_model, source_model
 
 RECIPE_KEYS = ("calibration_samples", "calibration_seed", "truncation", "preset", "fast_bias_correction",
                "smooth_quant_alpha", "channel_alignment", "range_estimator", "range_quantile", "overflow_fix",
-               "float_ops", "float_blocks", "float_head", "accuracy_control", "validation_samples", "validation_seed", "ort_calibration",
-               "ort_reduce_range", "fidelity_seed", "fidelity_samples")
+               "float_ops", "float_blocks", "float_head", "accuracy_control", "validation_samples", "validation_seed",
+               "ort_calibration", "ort_reduce_range", "fidelity_seed", "fidelity_samples")
 
 
 def float_last_blocks(quantize: dict, source: str, prune: dict) -> int:
@@ -62,9 +62,9 @@ def check_engine_fidelity(record: QuantizeRecord) -> None:
     if not record.psnr_meets_target[ENGINE_RUNTIMES[record.engine]]:
         raise UserError(f"quantize.engine = {record.engine}: its int8 model's mean PSNR vs fp32 on "
                         f"{record.num_fidelity_latents} held-out latents is {_db(record.engine_psnr(record.engine))}, "
-                        f"below quantize.min_psnr = {target} dB; keep more of the network float (quantize.float_blocks, "
-                        f"quantize.float_head, quantize.float_ops), clip less (a smaller quantize.range_quantile), "
-                        f"turn on quantize.accuracy_control, or lower quantize.min_psnr")
+                        f"below quantize.min_psnr = {target} dB; keep more of the network float "
+                        f"(quantize.float_blocks, quantize.float_head, quantize.float_ops), clip less (a smaller "
+                        f"quantize.range_quantile), turn on quantize.accuracy_control, or lower quantize.min_psnr")
 
 
 def _db(value: float | None) -> str:

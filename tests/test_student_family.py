@@ -38,6 +38,13 @@ def test_unknown_student_is_refused(tmp_path):
         run_student_family(["tiny"], "params.yaml", tmp_path)
 
 
+@pytest.mark.parametrize("stem", ["", "../students", ".hidden"])
+def test_an_output_stem_that_is_not_a_plain_name_is_refused(tmp_path, stem):
+    with pytest.raises(UserError, match="plain file stem"):
+        run_student_family(["blaze"], "params.yaml", tmp_path, stem)
+    assert not any(tmp_path.iterdir())
+
+
 def test_missing_inputs_are_named_and_nothing_is_written(tmp_path):
     shutil.copy("params.yaml", tmp_path / "params.yaml")
     with pytest.raises(UserError, match=r"teacher\.safetensors.*dvc repro distill_pool eval_reference"):

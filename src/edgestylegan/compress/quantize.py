@@ -96,42 +96,41 @@ def _advanced(recipe: dict):
         **kw)
 
 
+def _compute_ops_and_block_cuts(model) -> tuple[list, list[int]]:
+    """The ops of an exported generator's OpenVINO graph in topological order (inputs, constants and outputs left
+    out), and the positions of its DepthToSpace ops: every synthesis block starts with its IDWT upsampling, whose last
+    op is a DepthToSpace, and the graph's last one is the head's inverse Haar transform or pixel shuffle."""
+    ops = [op for op in model.get_ordered_ops() if op.get_type_name() not in ("Parameter", "Constant", "Result")]
+    return ops, [i for i, op in enumerate(ops) if op.get_type_name() == "DepthToSpace"]
+
+
 def early_block_ops(model, blocks: int) -> list[str]:
     """Names of the ops that run before synthesis block `blocks` (the mapping network, conv1 and blocks 0 ..
-    blocks - 1), in the OpenVINO graph of an exported generator: every block starts with its IDWT upsampling, whose
-    last op is a DepthToSpace, so the cut is the (blocks + 1)-th DepthToSpace in topological order. These low-resolution
-    blocks hold few of the MACs and most of the activation outliers that no calibrated range covers."""
+    blocks - 1), in the OpenVINO graph of an exported generator: the cut is the (blocks + 1)-th DepthToSpace in
+    topological order. These low-resolution blocks hold few of the MACs and most of the activation outliers that no
+    calibrated range covers."""
     if blocks <= 0:
         return []
-    names, seen = [], 0
-    for op in model.get_ordered_ops():
-        if op.get_type_name() == "DepthToSpace":
-            seen += 1
-            if seen == blocks + 1:
-                return names
-        if op.get_type_name() not in ("Parameter", "Constant", "Result"):
-            names.append(op.get_friendly_name())
-    return names
+    ops, cuts = _compute_ops_and_block_cuts(model)
+    end = cuts[blocks] if blocks < len(cuts) else len(ops)
+    return [op.get_friendly_name() for op in ops[:end]]
 
 
 def late_block_ops(model, blocks: int) -> list[str]:
     """Names of the ops of the last `blocks` synthesis blocks and of the output head after them, in the OpenVINO graph
-    of an exported generator: from the DepthToSpace that ends the first of those blocks' IDWT upsampling (the graph's
-    last DepthToSpace is the head's inverse Haar transform or pixel shuffle) to the output. At a model's native
-    resolution their int8 steps are pixel noise that no downsampling averages away."""
+    of an exported generator: from the DepthToSpace that ends the first of those blocks' IDWT upsampling to the
+    output. At a model's native resolution their int8 steps are pixel noise that no downsampling averages away."""
     if blocks <= 0:
         return []
-    ops = [op for op in model.get_ordered_ops() if op.get_type_name() not in ("Parameter", "Constant", "Result")]
-    cuts = [i for i, op in enumerate(ops) if op.get_type_name() == "DepthToSpace"]
-    start = cuts[max(0, len(cuts) - 1 - blocks)]
-    return [op.get_friendly_name() for op in ops[start:]]
+    ops, cuts = _compute_ops_and_block_cuts(model)
+    return [op.get_friendly_name() for op in ops[cuts[max(0, len(cuts) - 1 - blocks)]:]]
 
 
 def head_ops(model) -> list[str]:
     """Names of the output head's ops in the OpenVINO graph of an exported generator: the last Convolution (the
     head's 1x1 modulated conv to Haar coefficients or to pixel-shuffled RGB) and everything after it (the inverse Haar
     transform or pixel shuffle). Their activations are the image itself: int8 steps there are visible pixel noise."""
-    ops = [op for op in model.get_ordered_ops() if op.get_type_name() not in ("Parameter", "Constant", "Result")]
+    ops, _ = _compute_ops_and_block_cuts(model)
     last = max(i for i, op in enumerate(ops) if op.get_type_name() == "Convolution")
     return [op.get_friendly_name() for op in ops[last:]]
 

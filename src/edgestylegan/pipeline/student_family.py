@@ -119,6 +119,8 @@ def run_student_family(names: list[str], params_path: str | Path = "params.yaml"
     """out_name: the file stem of the table and figure under reports/benchmarks/."""
     if not names:
         raise UserError(f"no students given: choose from {list(FAMILY)}")
+    if not out_name or "/" in out_name or out_name.startswith("."):
+        raise UserError(f"--out {out_name!r}: give a plain file stem (written under reports/benchmarks/), e.g. students")
     paths = Paths(Path(root))
     raw = read_yaml(params_path)
     validate(raw, ["student", "distill", "eval", "account"], str(params_path))

@@ -8,11 +8,12 @@ import torch
 from edgestylegan.compress.prune import prune_generator
 from edgestylegan.compress.sparse import (FORMAT, decode_tensor, dequantize_int8, encode_tensor, file_breakdown,
                                           int8_plan, int8_weight_roundtrip, load_sparse_generator,
+                                          noise_map_levels, NOISE_MAP_ERROR,
                                           quantize_int8, save_sparse_generator, sparse_bytes)
 from edgestylegan.io.atomic import safetensors_bytes
 from edgestylegan.io.checkpoint import CheckpointError, save_generator
 from edgestylegan.metrics.accounting import dense_file_bytes, state_dicts_equal
-from edgestylegan.models.mobilestylegan import Generator, GeneratorConfig
+from edgestylegan.models.mobilestylegan import Generator, GeneratorConfig, NoiseInjection
 from edgestylegan.pipeline.loaders import LOADERS, load_model
 
 TINY = GeneratorConfig(style_dim=32, mapping_layers=2, resolution=32, channels=(32, 32, 32, 32))
@@ -65,6 +66,39 @@ def test_quantize_int8_per_row_keeps_zeros_and_bounds_error():
     assert bool(((back - w).abs() <= scale.view(-1, 1, 1, 1) / 2 + 1e-7).all())
     qt, st = quantize_int8(torch.randn(1, 1, 8, 8), per_row=False)
     assert st.shape == (1,)
+
+
+@pytest.mark.parametrize("strength", [0.0, 1e-5, 7e-4, 0.08, 0.25, 10.0])
+def test_noise_map_levels_bound_the_added_error(strength):
+    noise_map = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    levels = noise_map_levels(noise_map, strength)
+    q, scale = quantize_int8(noise_map, per_row=False, levels=levels)
+    assert int(q.abs().max()) == levels
+    added = strength * (dequantize_int8(q, scale) - noise_map)
+    if levels < 127:                                 # the error bound holds (rounding error RMS <= step / sqrt(12))
+        assert float(added.square().mean().sqrt()) <= NOISE_MAP_ERROR
+    else:                                            # no level count reaches it: the full int8 range, as for weights
+        assert strength * float(scale) * 127 / 63 / 12 ** 0.5 > NOISE_MAP_ERROR
+    fewer = (levels - 1) // 2                        # one bit less would miss the bound
+    if fewer >= 1:
+        assert strength * float(scale) * levels / fewer / 12 ** 0.5 > NOISE_MAP_ERROR
+    assert (levels == 1) == (strength <= 1e-5) and (levels == 127) == (strength >= 0.08)
+
+
+def test_int8_file_stores_weak_noise_maps_in_fewer_bytes(tmp_path):
+    gen = _gen(0.5)
+    noise = [m for m in gen.modules() if isinstance(m, NoiseInjection)]
+    sizes = {}
+    for strength in (1.0, 1e-4):
+        with torch.no_grad():
+            for m in noise:
+                m.noise_strength.fill_(strength)
+        path = tmp_path / f"{strength}.safetensors"
+        save_sparse_generator(gen, path, values="int8")
+        back = load_sparse_generator(path)
+        assert state_dicts_equal(back.state_dict(), int8_weight_roundtrip(gen).state_dict())
+        sizes[strength] = sum(v["bytes"]["q"] for n, v in file_breakdown(path).items() if n.endswith("noise_map"))
+    assert sizes[1e-4] < sizes[1.0] / 2
 
 
 @pytest.mark.parametrize("amount", [0.0, 0.5, 0.9])

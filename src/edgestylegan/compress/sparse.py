@@ -161,7 +161,7 @@ def int8_plan(gen: nn.Module) -> dict[str, tuple[str, int]]:
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             plan[f"{prefix}weight"] = ("row", 127)
         elif isinstance(module, NoiseInjection):
-            plan[f"{prefix}noise_map"] = ("tensor", noise_map_levels(module.noise_map, float(module.noise_strength)))
+            plan[f"{prefix}noise_map"] = ("tensor", noise_map_levels(module.noise_map, float(module.noise_strength.detach())))
     return plan
 
 

@@ -32,15 +32,16 @@ the time, so zlib it is. Whole 1024² teacher at 0.8 (L1, per layer): 5.39 -> 4.
 
 What is int8 (``values="int8"``): every weight of an ``nn.Linear`` / ``nn.Conv2d`` (synthesis and mapping),
 quantized symmetric per output row (scale = max|row| / 127, q = round(w / scale), an all-zero row gets scale 0), and
-the fixed noise maps (``NoiseInjection.noise_map``, unit-variance Gaussian) with one per-tensor scale and the fewest
-levels L = 2^(b-1) - 1 (b = 2..8 bits; scale = max|map| / L) whose rounding error adds at most ``NOISE_MAP_ERROR`` RMS
-to the layer's pre-activation: noise_strength x scale / sqrt(12) (127 levels where no L reaches it). Most pretrained strengths are ~1e-3 or smaller, so
-the big maps need 2-4 bits and deflate to a fraction of a byte per entry (measured on the teacher pruned to 0.8: the
-noise maps take 0.20 MB instead of 0.61 MB; the decoded model's 1024² images are 83 dB PSNR from those with
-127-level maps, 77.5 dB on the worst of 16 latents). The codes stay int8 tensors, so the decoder is the same. Zeros stay
-exactly zero, so pruned entries stay pruned; a weight smaller than half its row's step becomes a zero too, and the
-mask is that of the stored codes. Biases, the constant input, noise strengths and ``w_avg`` stay float32. The
-decoded model is exactly ``int8_weight_roundtrip(gen)`` (bit for bit), so its quality is what the file holds.
+the fixed noise maps (``NoiseInjection.noise_map``, unit-variance Gaussian) with one per-tensor scale and codes in
+[-L, L] for the smallest L = 2^(b-1) - 1 (b = 2..8 bits; scale = max|map| / L) whose rounding adds at most
+``NOISE_MAP_ERROR`` RMS to the layer's pre-activation, noise_strength x scale / sqrt(12) (L = 127 where none does).
+Most pretrained strengths are ~1e-3 or smaller, so the big maps need 2-4 bits and deflate to a fraction of a byte per
+entry (the teacher pruned to 0.8: noise maps 0.20 MB instead of 0.61 MB; the decoded model's 1024² images are 83 dB
+PSNR from those with L = 127 everywhere, 77.5 dB on the worst of 16 latents). The codes stay int8 tensors and the
+decoder is unchanged. Zeros stay exactly zero, so pruned entries stay pruned; a weight smaller than half its row's
+step becomes a zero too, and the mask is that of the stored codes. Biases, the constant input, noise strengths and
+``w_avg`` stay float32. The decoded model is exactly ``int8_weight_roundtrip(gen)`` (bit for bit), so its quality is
+what the file holds.
 
 A weight is stored sparse (float32: density below ~31/32; int8: below 7/8) only when that is smaller than dense.
 Float32 files restore every tensor bit for bit ("zero" is bitwise +0.0: a -0.0 is kept as a value).
@@ -161,7 +162,8 @@ def int8_plan(gen: nn.Module) -> dict[str, tuple[str, int]]:
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             plan[f"{prefix}weight"] = ("row", 127)
         elif isinstance(module, NoiseInjection):
-            plan[f"{prefix}noise_map"] = ("tensor", noise_map_levels(module.noise_map, float(module.noise_strength.detach())))
+            strength = float(module.noise_strength.detach())
+            plan[f"{prefix}noise_map"] = ("tensor", noise_map_levels(module.noise_map, strength))
     return plan
 
 

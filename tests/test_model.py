@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from edgestylegan.models.mobilestylegan import Generator, GeneratorConfig, latents_from_seeds
+from edgestylegan.models.mobilestylegan import Generator, GeneratorConfig, band_major_packing, latents_from_seeds
 
 
 def test_output_shape_and_heads(tiny_config):
@@ -48,3 +48,50 @@ def test_bad_config():
         GeneratorConfig(resolution=300)
     with pytest.raises(ValueError, match="unknown generator config keys"):
         GeneratorConfig.from_dict({"bogus": 1})
+
+
+@pytest.mark.parametrize("config", [
+    GeneratorConfig(style_dim=32, mapping_layers=2, resolution=32, channels=(32, 32, 32, 32)),
+    GeneratorConfig(style_dim=32, mapping_layers=2, resolution=32, channels=(32, 32, 32), arch="blaze"),
+    GeneratorConfig(style_dim=32, mapping_layers=2, resolution=32, channels=(32, 32, 32, 32), all_heads=True),
+])
+def test_band_major_packing_makes_the_same_images_bit_for_bit(config):
+    torch.manual_seed(0)
+    gen = Generator(config).eval()
+    gen.estimate_w_avg(64)
+    with torch.no_grad():     # a pruned model too: the permutation moves zeros with their rows
+        gen.synthesis.blocks[0].conv2.conv.pointwise.weight[:, ::2] = 0.0
+    state = {k: v.clone() for k, v in gen.state_dict().items()}
+    packed = band_major_packing(gen)
+    z = torch.randn(3, config.style_dim)
+    with torch.no_grad():
+        img, freqs = gen.synthesis(gen.style(z), return_freqs=True)
+        img2, freqs2 = packed.synthesis(packed.style(z), return_freqs=True)
+    assert torch.equal(img, img2)
+    for a, b in zip(freqs, freqs2):   # non-final heads (all_heads) sum their permuted inputs in another order
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * float(a.abs().max()))
+    assert all(torch.equal(v, gen.state_dict()[k]) for k, v in state.items())   # the original is untouched
+    moved = packed.synthesis.blocks[0].up.modulation.weight
+    assert not torch.equal(moved, gen.synthesis.blocks[0].up.modulation.weight)
+    assert torch.equal(moved.sort(dim=0).values, gen.synthesis.blocks[0].up.modulation.weight.sort(dim=0).values)
+
+
+def test_onnx_export_is_band_major_by_default_and_computes_the_same_images(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from edgestylegan.runtimes.onnx import OnnxRuntimeGenerator, export_onnx
+
+    torch.manual_seed(0)
+    gen = Generator(GeneratorConfig(style_dim=32, mapping_layers=2, resolution=32, channels=(32, 32, 32, 32))).eval()
+    gen.estimate_w_avg(64)
+    paths = {band_major: export_onnx(gen, tmp_path / f"{band_major}.onnx", band_major=band_major)
+             for band_major in (True, False)}
+    z = torch.randn(2, 32)
+    images = {k: OnnxRuntimeGenerator(p)(z, 0.7) for k, p in paths.items()}
+    torch.testing.assert_close(images[True], images[False], rtol=0, atol=1e-5 * float(images[False].abs().max()))
+    name = "gen.synthesis.blocks.0.up.modulation.weight"
+    stored = {k: {i.name: numpy_helper.to_array(i) for i in onnx.load(str(p)).graph.initializer}.get(name)
+              for k, p in paths.items()}
+    assert torch.equal(torch.tensor(stored[False]), gen.synthesis.blocks[0].up.modulation.weight.detach())
+    assert not torch.equal(torch.tensor(stored[True]), torch.tensor(stored[False]))

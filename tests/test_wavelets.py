@@ -32,3 +32,11 @@ def test_constant_image_has_only_lowpass():
     coeffs = dwt_haar(torch.ones(1, 3, 4, 4))
     assert torch.allclose(coeffs[:, :3], torch.full((1, 3, 2, 2), 2.0))
     assert coeffs[:, 3:].abs().max() == 0
+
+
+def test_band_major_layout_reads_the_same_bands_contiguously():
+    packed = torch.randn(2, 4 * 5, 3, 3)
+    quarter = 5
+    order = torch.tensor([c if band == 0 else quarter + 3 * c + band - 1 for band in range(4) for c in range(quarter)])
+    assert torch.equal(idwt_haar(packed[:, order], band_major=True), idwt_haar(packed))
+    assert not torch.equal(idwt_haar(packed, band_major=True), idwt_haar(packed))

@@ -3,6 +3,9 @@
 Layout of a packed tensor with C image channels: channels [0, C) hold LL; channels C + 3c + k hold band k of
 channel c, with k = 0, 1, 2 = (LH, HL, HH). LH is high-pass along height, HL along width (pytorch_wavelets
 conventions, mode "zero"). The pair is an exact inverse: dwt(idwt(x)) == x up to float round-off.
+
+`idwt_haar(packed, band_major=True)` reads the band-major layout instead: channels [b C, (b + 1) C) hold band b =
+(LL, LH, HL, HH), four contiguous runs (`mobilestylegan.band_major_packing` exports the model that way).
 """
 import torch
 import torch.nn.functional as F
@@ -19,9 +22,17 @@ def _split_packed(packed: torch.Tensor):
     return low, high[:, :, 0], high[:, :, 1], high[:, :, 2]
 
 
-def idwt_haar(packed: torch.Tensor) -> torch.Tensor:
-    """[B, 4C, H, W] packed coefficients -> [B, C, 2H, 2W] image."""
-    ll, lh, hl, hh = _split_packed(packed)
+def _split_band_major(packed: torch.Tensor):
+    channels4 = packed.shape[1]
+    if channels4 % 4:
+        raise ValueError(f"packed wavelet tensor needs a multiple of 4 channels, got {channels4}")
+    channels = channels4 // 4
+    return tuple(packed[:, b * channels:(b + 1) * channels] for b in range(4))
+
+
+def idwt_haar(packed: torch.Tensor, band_major: bool = False) -> torch.Tensor:
+    """[B, 4C, H, W] packed coefficients (module docstring: either layout) -> [B, C, 2H, 2W] image."""
+    ll, lh, hl, hh = (_split_band_major if band_major else _split_packed)(packed)
     batch, channels, height, width = ll.shape
     # out[2i+a, 2j+b] = (LL + (-1)^a LH + (-1)^b HL + (-1)^(a+b) HH) / 2; pixel_shuffle puts phase a*2+b there.
     ll_p_hh, ll_m_hh = ll + hh, ll - hh
@@ -52,8 +63,12 @@ def dwt_haar(image: torch.Tensor) -> torch.Tensor:
 class HaarIDWT(nn.Module):
     """Module wrapper so the inverse transform shows up as its own (float) node in the module tree."""
 
+    def __init__(self, band_major: bool = False):
+        super().__init__()
+        self.band_major = band_major
+
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
-        return idwt_haar(packed)
+        return idwt_haar(packed, self.band_major)
 
 
 class HaarDWT(nn.Module):

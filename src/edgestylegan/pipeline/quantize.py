@@ -4,7 +4,7 @@ source "operating_point" (stage quantize): prune.amount (0 = the dense prune.bas
 source "student" (stage quantize_student): models/student.safetensors. Outputs, all written only after everything
 succeeded (and the quantize.engine file reached quantize.min_psnr on the held-out latents):
 
-* models/quantized{,_student}/float.onnx          the fp32 source exported to ONNX
+* models/quantized{,_student}/float.onnx          the fp32 source exported to ONNX (band-major packing)
 * models/quantized{,_student}/int8.xml, int8.bin  NNCF int8 OpenVINO IR (engine openvino)
 * models/quantized{,_student}/int8.onnx           ONNX Runtime static QDQ int8 (engine onnxruntime)
 * metrics/quantize{,_student}.json                `artifacts.quantize.QuantizeRecord`
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -127,8 +128,11 @@ def run_quantize(source: str = "operating_point", params_path: str | Path = "par
     info = {"source": os.path.relpath(src, paths.root), **operating_point}
     runtime_threads = threads or None
     seconds = {}
-    with atomic_directory(paths.quantized_dir(source)) as tmp:
+    with atomic_directory(paths.quantized_dir(source)) as tmp, tempfile.TemporaryDirectory() as scratch:
         float_onnx = export_onnx(gen, tmp / paths.float_onnx(source).name, info=info)
+        # The quantizers get the model's own band layout: NNCF's int8 of the band-major export was no faster and
+        # 0.2 dB further from fp32 (teacher, 4 held-out latents); the float export is the faster band-major one.
+        model_layout = export_onnx(gen, Path(scratch) / "model_layout.onnx", info=info, band_major=False)
         validation_inputs = (q.styles_inputs(p["validation_seed"], p["validation_samples"], dim, psi)
                              if p["accuracy_control"] else [])
         images, reference_parity = _fp32_images(float_onnx, gen, held_out + validation_inputs, psi, runtime_threads)
@@ -137,14 +141,14 @@ def run_quantize(source: str = "operating_point", params_path: str | Path = "par
         int8_xml, int8_onnx = (tmp / paths.int8_model(e, source).name for e in ("openvino", "onnxruntime"))
 
         start = time.perf_counter()
-        fp32 = q.openvino_model(float_onnx)
+        fp32 = q.openvino_model(model_layout)
         save_openvino_ir(q.nncf_quantize(fp32, calibration, p, validation, last_float), int8_xml,
                          gen.config, "int8",
                          {**info, "engine": "openvino"})
         seconds["openvino"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        q.ort_quantize(float_onnx, int8_onnx, calibration, p)
+        q.ort_quantize(model_layout, int8_onnx, calibration, p)
         stamp_onnx_metadata(int8_onnx, gen.config, "int8", {**info, "engine": "onnxruntime"})
         seconds["onnxruntime"] = time.perf_counter() - start
 

@@ -9,10 +9,10 @@ import yaml
 from edgestylegan.artifacts.prune import PruneRecord, SensitivityProfile
 from edgestylegan.compress.allocation import ALLOCATIONS, LEVELS, allocate, lamp_scores
 from edgestylegan.compress.prune import select_targets
-from edgestylegan.compress.reconstruct import (_relative_error, layer_hessians, obs_prune, obs_prune_levels,
+from edgestylegan.compress.reconstruct import (layer_hessians, obs_prune, obs_prune_levels, relative_output_error,
                                                reconstruct_generator, reconstruct_with_hessians, refit_to_dense,
                                                sensitivity_profile)
-from edgestylegan.compress.sparse import load_sparse_generator
+from edgestylegan.compress.sparse import WEIGHT_LEVELS, load_sparse_generator
 from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.models.mobilestylegan import latents_from_seeds
 from edgestylegan.paths import Paths
@@ -32,7 +32,7 @@ def test_obs_removes_exactly_the_count_and_beats_plain_masking():
     assert int((pruned == 0).sum()) == zeros and not torch.any(torch.signbit(pruned) & (pruned == 0))
     masked = weight.clone()
     masked.view(-1)[weight.abs().flatten().argsort()[:zeros]] = 0
-    assert _relative_error(weight, pruned, hessian) < 0.8 * _relative_error(weight, masked, hessian)
+    assert relative_output_error(weight, pruned, hessian) < 0.8 * relative_output_error(weight, masked, hessian)
 
 
 def test_fixed_mask_is_kept_and_refit_lowers_the_error():
@@ -40,7 +40,7 @@ def test_fixed_mask_is_kept_and_refit_lowers_the_error():
     keep = torch.rand(weight.shape, generator=torch.Generator().manual_seed(2)) > 0.5
     refit = obs_prune(weight, hessian, 0, fixed_mask=keep)
     assert torch.equal(refit != 0, keep)
-    assert _relative_error(weight, refit, hessian) < _relative_error(weight, weight * keep, hessian)
+    assert relative_output_error(weight, refit, hessian) < relative_output_error(weight, weight * keep, hessian)
 
 
 def test_per_row_hessians_and_levels_agree_with_single_runs():
@@ -204,6 +204,14 @@ def test_profile_then_prune_stages_with_defaults(root, tmp_path, monkeypatch, ti
     rows = list(csv.DictReader(paths.prune_layers(0.6).read_text().splitlines()))
     assert all(float(r["relative_error"]) >= 0 for r in rows)
     assert record.mean_layer_error is not None and record.seconds["reconstruct"] > 0
+    # int8 levels per tensor (prune.int8_error_ratio): the CSV's choice is what the file holds, the record sums it
+    levels = {r["tensor"]: int(r["int8_levels"]) for r in rows}
+    assert set(levels.values()) <= set(WEIGHT_LEVELS) and min(levels.values()) < 127
+    for name, count in levels.items():
+        assert max(len(torch.unique(row)) for row in stored.state_dict()[name].flatten(1)) <= 2 * count + 1, name
+    assert sum(record.int8_levels.values()) == total - zeros
+    assert record.int8_levels == {str(k): sum(int(r["nonzero"]) for r in rows if int(r["int8_levels"]) == k)
+                                  for k in sorted(set(levels.values()))}
 
 
 def test_sequential_prune_stage(root, tmp_path, monkeypatch, tiny_generator):

@@ -10,6 +10,7 @@ import yaml
 
 from edgestylegan.artifacts.distill import DistillRecord
 from edgestylegan.artifacts.evaluation import EvalInfo, EvalRecord
+from edgestylegan.artifacts.prune import PruneRecord
 from edgestylegan.artifacts.quantize import QuantizeRecord
 from edgestylegan.artifacts.teacher import TeacherRecord
 from edgestylegan.errors import UserError
@@ -21,6 +22,7 @@ from edgestylegan.metrics import accounting as acc
 from edgestylegan.pipeline.account import run_account
 from edgestylegan.pipeline.loaders import load_model
 from edgestylegan.pipeline.prune import run_prune
+from edgestylegan.pipeline.prune_profile import run_prune_profile
 from edgestylegan.pipeline.quantize import run_quantize
 from edgestylegan.pipeline.report import run_report
 from edgestylegan.report.collect import variants_from_params
@@ -87,6 +89,7 @@ def project(tmp_path_factory, root):
     params["report"].update(grid_columns=3)
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     args = (tmp / "params.yaml", tmp)
+    run_prune_profile(*args)
     run_prune(0.5, *args)
     run_quantize("operating_point", *args)
     run_quantize("student", *args)
@@ -171,6 +174,12 @@ def test_new_sections_show_the_records(project, report):
     assert md.split("## Runtime fallbacks\n", 1)[1].split("##")[0].strip().endswith("none")
     ratios = {r["variant"]: r for r in _table(md, "Latency")}
     assert ratios["int8"]["run"] == "`account@int8`" and ratios["pruned-0.5"]["run"] == "`account_pruned@0.5`"
+    levels = PruneRecord.read(paths.prune_metrics(0.5)).int8_levels
+    sweep = {r["amount"]: r for r in _table(md, "Pruning sweep")}
+    total = sum(levels.values())
+    assert sweep["0.5"]["int8 levels per row"] == ", ".join(
+        f"±{k}: {100 * n / total:.0f} %" for k, n in sorted(levels.items(), key=lambda kv: -int(kv[0])))
+    assert sweep["0"]["int8 levels per row"] == "-"
 
 
 def test_comparison_table_labels_their_constants(report):

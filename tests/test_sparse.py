@@ -9,7 +9,8 @@ from edgestylegan.compress.prune import prune_generator
 from edgestylegan.compress.sparse import (FORMAT, decode_tensor, dequantize_int8, encode_tensor, file_breakdown,
                                           int8_plan, int8_weight_roundtrip, load_sparse_generator,
                                           noise_map_levels, NOISE_MAP_ERROR,
-                                          quantize_int8, save_sparse_generator, sparse_bytes)
+                                          quantize_int8, save_sparse_generator, sparse_bytes, WEIGHT_LEVELS)
+from edgestylegan.compress.reconstruct import output_energy, weight_levels_for_error
 from edgestylegan.io.atomic import safetensors_bytes
 from edgestylegan.io.checkpoint import CheckpointError, save_generator
 from edgestylegan.metrics.accounting import dense_file_bytes, state_dicts_equal
@@ -165,6 +166,52 @@ def test_int8_file_decodes_to_the_roundtrip_copy_bit_for_bit(tmp_path, amount):
             assert torch.equal(_bits(got[name]), _bits(t)), name
     if amount:
         assert {codecs[n]["codec"] for n in prune_targets(gen)} == {"sparse_int8_row"}
+
+
+def _layer(rows=16, cols=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(cols, 4 * cols, generator=g) * torch.linspace(0.2, 2.0, cols)[:, None]
+    return torch.randn(rows, cols, generator=g), x @ x.T / x.shape[1]
+
+
+def _rounding_energy(weight, hessian, levels):
+    q, scale = quantize_int8(weight, levels=levels)
+    return output_energy(weight.double() - dequantize_int8(q, scale).double(), hessian)
+
+
+@pytest.mark.parametrize("ratio", [0.02, 0.1, 0.5])
+def test_weight_levels_meet_the_error_ratio_and_one_level_fewer_would_miss_it(ratio):
+    dense, hessian = _layer()
+    pruned = dense * (dense.abs() > dense.abs().quantile(0.6))
+    levels = weight_levels_for_error({"w": pruned}, {"w": dense}, {"w": hessian}, ratio)["w"]
+    budget = ratio * output_energy(dense.double() - pruned.double(), hessian)
+    assert levels in WEIGHT_LEVELS
+    assert _rounding_energy(pruned, hessian, levels) <= budget
+    if levels != WEIGHT_LEVELS[0]:
+        assert _rounding_energy(pruned, hessian, WEIGHT_LEVELS[WEIGHT_LEVELS.index(levels) - 1]) > budget
+
+
+def test_weight_levels_fall_with_the_pruning_error_and_a_dense_layer_keeps_8_bits():
+    dense, hessian = _layer(seed=1)
+    chosen = [weight_levels_for_error({"w": dense * (dense.abs() > dense.abs().quantile(a))}, {"w": dense},
+                                      {"w": hessian}, 0.05)["w"] for a in (0.1, 0.5, 0.9)]
+    assert chosen == sorted(chosen, reverse=True) and chosen[0] > chosen[-1], chosen
+    assert weight_levels_for_error({"w": dense}, {"w": dense}, {"w": hessian}, 0.05)["w"] == 127
+
+
+def test_int8_file_with_fewer_weight_levels_decodes_bit_for_bit_and_is_smaller(tmp_path):
+    gen = _gen(0.8)
+    levels = {name: 7 for name in prune_targets(gen)}
+    full, coarse = tmp_path / "full.safetensors", tmp_path / "coarse.safetensors"
+    save_sparse_generator(gen, full, values="int8")
+    save_sparse_generator(gen, coarse, values="int8", weight_levels=levels)
+    back = load_sparse_generator(coarse)
+    assert state_dicts_equal(back.state_dict(), int8_weight_roundtrip(gen, levels).state_dict())
+    assert coarse.stat().st_size < full.stat().st_size
+    for name in levels:                              # codes in [-7, 7]: at most 15 distinct values per row
+        assert max(len(torch.unique(row)) for row in back.state_dict()[name].flatten(1)) <= 15
+    with pytest.raises(ValueError, match="w_avg"):
+        int8_plan(gen, {"w_avg": 7})
 
 
 def prune_targets(gen):

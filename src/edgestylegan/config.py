@@ -294,6 +294,11 @@ SCHEMA["prune"] = {
     "values": Choice("float32", "int8", default="int8",
                      help="values stored in the pruned file: int8 (per-row symmetric weights, int8 noise maps, mapping "
                           "network included: the deployable file) | float32"),
+    "int8_error_ratio": Float(0.05, low=0, high=1,
+                              help="values = int8: each pruned synthesis weight is stored with the fewest levels (7, "
+                                   "15, 31, 63 or 127 per row) whose rounding adds at most this fraction to the output "
+                                   "error pruning left in its layer (stage prune_profile's Hessians); 0 = 127 levels "
+                                   "(8 bits) everywhere"),
     "calibration_styles": Int(4096, low=64, help="w's for the modulation linears' shared Hessian (mapping only: cheap)"),
     "calibration_images": Int(16, low=1, help="full-resolution forward passes calibrating every conv (low-resolution "
                                               "stages take more, from calibration_styles)"),

@@ -43,6 +43,10 @@ class PruneRecord(Artifact):
     """Mean over the pruned tensors of the relative output error ||W X - W' X||^2 / ||W X||^2 on the calibration
     inputs after reconstruction (None with recovery = none)."""
 
+    int8_levels: dict[str, int] | None
+    """values = int8: {levels per row (str): stored non-zero targeted weights} (prune.int8_error_ratio chooses each
+    tensor's levels, `compress.sparse.weight_levels_for_error`; per tensor in the layers CSV); None with float32."""
+
     seconds: dict[str, float]
     """Wall time of the stage's parts: allocation, reconstruct, distill (0 where not run)."""
 

@@ -158,13 +158,25 @@ def earlier_study_sparsity(gen: Generator, amount: float) -> dict:
     return out
 
 
-def layers_csv(layers: dict[str, dict], errors: dict[str, float] | None = None) -> str:
+def int8_levels_histogram(layers: dict[str, dict], levels: dict[str, int] | None) -> dict[str, int]:
+    """{str(levels): stored non-zero weights} over the tensors of `sparsity_report(...)["layers"]` (127 where
+    `levels` names none)."""
+    counts: dict[str, int] = {}
+    for name, row in layers.items():
+        key = str((levels or {}).get(name, 127))
+        counts[key] = counts.get(key, 0) + row["nonzero"]
+    return dict(sorted(counts.items(), key=lambda item: int(item[0])))
+
+
+def layers_csv(layers: dict[str, dict], errors: dict[str, float] | None = None,
+               levels: dict[str, int] | None = None) -> str:
     """The per-tensor table of `sparsity_report(...)["layers"]` as CSV text (tensor, group, params, nonzero, zeros,
-    sparsity, and with `errors` the relative output error after reconstruction)."""
+    sparsity, with `errors` the relative output error after reconstruction, with `levels` the int8 levels per row)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["tensor", "group", "params", "nonzero", "zeros", "sparsity"] + (["relative_error"] if errors else []))
+    writer.writerow(["tensor", "group", "params", "nonzero", "zeros", "sparsity"] + (["relative_error"] if errors else [])
+                    + (["int8_levels"] if levels else []))
     for name, row in layers.items():
         writer.writerow([name, layer_group(name), row["params"], row["nonzero"], row["zeros"], f"{row['sparsity']:.6f}"]
-                        + ([f"{errors[name]:.6g}"] if errors else []))
+                        + ([f"{errors[name]:.6g}"] if errors else []) + ([levels.get(name, 127)] if levels else []))
     return buf.getvalue()

@@ -19,6 +19,9 @@ the dense model's output of that layer on the dense model's inputs, not the laye
 with X the pruned model's inputs and X_d the dense model's at the same pixels, ||W X_d - W' X||^2 = ||W X_d - W* X||^2
 + ||(W* - W') X||^2 for W* = W C H^-1 (C = X_d X^T, H = X X^T), so OBS pruning W* instead of W makes every layer also
 undo the error that the pruned layers before it left (W* regularised towards W: `refit_to_dense`) (the asymmetric calibration of GPTAQ, Li et al. 2025, for OBS).
+
+The same Hessians size the int8 storage of each pruned layer (`weight_levels_for_error`): the fewest per-row code
+levels whose rounding error stays a set fraction of the error pruning left there.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..models.mobilestylegan import Generator
+from .sparse import WEIGHT_LEVELS, dequantize_int8, quantize_int8
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, dampening: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
@@ -389,7 +393,7 @@ def _pruner(zeros: dict[str, int], dampening: float, fixed_masks: dict, errors: 
         dense = module.weight.detach().clone()
         cross = None if to_dense is None else to_dense[0]
         _prune_layer_(module, hessian, zeros[name], dampening, fixed_masks.get(name), cross)
-        errors[name] = _relative_error(dense, module.weight.detach(), hessian, to_dense)
+        errors[name] = relative_output_error(dense, module.weight.detach(), hessian, to_dense)
     return prune
 
 
@@ -402,7 +406,7 @@ def sensitivity_profile(weights: dict[str, torch.Tensor], hessians: dict[str, to
         flat = weight.detach().reshape(weight.shape[0], -1)
         pruned = obs_prune_levels(flat, hessians[name], [round(level * weight.numel()) for level in levels],
                                   dampening)
-        profile[name] = [_relative_error(flat, p, hessians[name]) for p in pruned]
+        profile[name] = [relative_output_error(flat, p, hessians[name]) for p in pruned]
     return profile
 
 
@@ -412,19 +416,48 @@ def _rebatch(x: list, w: list, count: int, batch_size: int) -> tuple[list, list]
     return list(x_all.split(batch_size)), list(w_all.split(batch_size))
 
 
-def _relative_error(dense: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tensor,
-                    to_dense: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+def output_energy(weight: torch.Tensor, hessian: torch.Tensor) -> float:
+    """||W X||^2 from the moment H = X X^T: sum over rows r of w_r^T H w_r (H shared [n, n] or per row [rows, n, n])."""
+    w = weight.reshape(weight.shape[0], -1).to(torch.float64)
+    pattern = "ri,rij,rj->" if hessian.dim() == 3 else "ri,ij,rj->"
+    return float(torch.einsum(pattern, w, hessian.to(torch.float64), w))
+
+
+def relative_output_error(dense: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tensor,
+                          to_dense: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
     """||W X_d - W' X||^2 / ||W X_d||^2 from the moments H = X X^T, and with to_dense = (C = X_d X^T, H_d = X_d X_d^T)
     (else X_d = X)."""
-    rows = dense.shape[0]
-    w = dense.reshape(rows, -1).to(torch.float64)
-    w_pruned = pruned.reshape(rows, -1).to(torch.float64)
-    pattern = "ri,rij,rj->" if hessian.dim() == 3 else "ri,ij,rj->"
-    form = lambda a, m, b: float(torch.einsum(pattern, a, m.to(torch.float64), b))
     if to_dense is None:
-        num, denom = form(w - w_pruned, hessian, w - w_pruned), form(w, hessian, w)
+        difference = dense.to(torch.float64) - pruned.to(torch.float64)
+        num, denom = output_energy(difference, hessian), output_energy(dense, hessian)
     else:
         cross, dense_hessian = to_dense
-        denom = form(w, dense_hessian, w)
-        num = denom - 2 * form(w, cross, w_pruned) + form(w_pruned, hessian, w_pruned)
+        rows = dense.shape[0]
+        w = dense.reshape(rows, -1).to(torch.float64)
+        w_pruned = pruned.reshape(rows, -1).to(torch.float64)
+        pattern = "ri,rij,rj->" if cross.dim() == 3 else "ri,ij,rj->"
+        denom = output_energy(dense, dense_hessian)
+        num = (denom - 2 * float(torch.einsum(pattern, w, cross.to(torch.float64), w_pruned))
+               + output_energy(pruned, hessian))
     return num / denom if denom > 0 else math.nan
+
+
+def weight_levels_for_error(weights: dict[str, torch.Tensor], dense: dict[str, torch.Tensor],
+                            hessians: dict[str, torch.Tensor], ratio: float) -> dict[str, int]:
+    """Name -> the fewest levels in `WEIGHT_LEVELS` whose per-row rounding of the (pruned) `weights[name]` adds at most
+    `ratio` x the output error that pruning left in that layer: ||(W' - Q(W')) X||^2 <= ratio x ||(W - W') X||^2 for
+    the dense weights W, from the layer's calibration Hessian H = X X^T; 127 where no level does (or the layer is
+    dense). Rounding errors are independent of the pruning error, so the layer's error grows by at most that
+    fraction: a heavily pruned layer is stored with few bits, a lightly pruned one keeps 8."""
+    levels = {}
+    for name, weight in weights.items():
+        hessian = hessians[name]
+        pruning_error = output_energy(dense[name].to(torch.float64) - weight.to(torch.float64), hessian)
+        levels[name] = 127
+        for candidate in WEIGHT_LEVELS:
+            q, scale = quantize_int8(weight, levels=candidate)
+            rounding = weight.to(torch.float64) - dequantize_int8(q, scale).to(torch.float64)
+            if output_energy(rounding, hessian) <= ratio * pruning_error:
+                levels[name] = candidate
+                break
+    return levels

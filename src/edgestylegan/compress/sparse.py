@@ -31,7 +31,10 @@ the time, so zlib it is. Whole 1024² teacher at 0.8 (L1, per layer): 5.39 -> 4.
 17.18 MB with float32 values.
 
 What is int8 (``values="int8"``): every weight of an ``nn.Linear`` / ``nn.Conv2d`` (synthesis and mapping),
-quantized symmetric per output row (scale = max|row| / 127, q = round(w / scale), an all-zero row gets scale 0), and
+quantized symmetric per output row (scale = max|row| / L, q = round(w / scale), an all-zero row gets scale 0) with
+L = 127, or fewer levels where the writer names them (``weight_levels``; the prune stage's choice,
+``compress.reconstruct.weight_levels_for_error``: the fewest of 7, 15, 31, 63, 127 whose rounding adds at most a set fraction to the output
+error that pruning left in the layer, so heavily pruned layers take 4-5 bits and lightly pruned ones keep 8), and
 the fixed noise maps (``NoiseInjection.noise_map``, unit-variance Gaussian) with one per-tensor scale and codes in
 [-L, L] for the smallest L = 2^(b-1) - 1 (b = 2..8 bits; scale = max|map| / L) whose rounding adds at most
 ``NOISE_MAP_ERROR`` RMS to the layer's pre-activation, noise_strength x scale / sqrt(12) (L = 127 where none does).
@@ -69,6 +72,7 @@ VALUES = ("float32", "int8")
 CODECS = ("raw", "sparse", "int8_row", "sparse_int8_row", "int8_tensor")
 ZLIB_LEVEL = 9
 NOISE_MAP_ERROR = 3e-4   # RMS a stored noise map may add to its layer's pre-activation (module docstring)
+WEIGHT_LEVELS = (7, 15, 31, 63, 127)   # 3..8-bit codes that `reconstruct.weight_levels_for_error` chooses from
 _PARTS = {"raw": (), "sparse": ("mask", "values"), "int8_row": ("q", "scale"),
           "sparse_int8_row": ("mask", "q", "scale"), "int8_tensor": ("q", "scale")}
 _DEFLATABLE = ("mask", "values", "q")
@@ -154,8 +158,9 @@ def noise_map_levels(noise_map: torch.Tensor, strength: float) -> int:
     return 127
 
 
-def int8_plan(gen: nn.Module) -> dict[str, tuple[str, int]]:
-    """State-dict name -> ("row" | "tensor", levels) of every tensor that `values="int8"` quantizes."""
+def int8_plan(gen: nn.Module, weight_levels: dict[str, int] | None = None) -> dict[str, tuple[str, int]]:
+    """State-dict name -> ("row" | "tensor", levels) of every tensor that `values="int8"` quantizes: weights at 127
+    levels unless `weight_levels` names fewer (see `compress.reconstruct.weight_levels_for_error`), noise maps at `noise_map_levels`."""
     plan = {}
     for name, module in gen.named_modules():
         prefix = f"{name}." if name else ""
@@ -164,18 +169,23 @@ def int8_plan(gen: nn.Module) -> dict[str, tuple[str, int]]:
         elif isinstance(module, NoiseInjection):
             strength = float(module.noise_strength.detach())
             plan[f"{prefix}noise_map"] = ("tensor", noise_map_levels(module.noise_map, strength))
+    for name, levels in (weight_levels or {}).items():
+        if plan.get(name, ("",))[0] != "row":
+            raise ValueError(f"{name} is not a weight that int8 files store per row")
+        plan[name] = ("row", levels)
     return plan
 
 
 @torch.no_grad()
-def int8_weight_roundtrip(gen: Generator) -> Generator:
+def int8_weight_roundtrip(gen: Generator, weight_levels: dict[str, int] | None = None) -> Generator:
     """A copy of `gen` whose int8-coded tensors (`int8_plan`) are replaced by what an int8 file stores for them.
 
-    `load_sparse_generator` of `save_sparse_generator(gen, path, values="int8")` equals it bit for bit.
+    `load_sparse_generator` of `save_sparse_generator(gen, path, values="int8", weight_levels=...)` equals it bit for
+    bit (with the same `weight_levels`).
     """
     out = copy.deepcopy(gen)
     state = out.state_dict()                 # shares storage with `out`
-    for name, (kind, levels) in int8_plan(out).items():
+    for name, (kind, levels) in int8_plan(out, weight_levels).items():
         q, scale = quantize_int8(state[name], per_row=kind == "row", levels=levels)
         state[name].copy_(dequantize_int8(q, scale))
     return out
@@ -329,14 +339,16 @@ def decode_state(tensors: dict[str, torch.Tensor], codecs: dict[str, dict]) -> d
 # ---- files -----------------------------------------------------------------------------------------------------------
 
 def save_sparse_generator(gen: Generator, path: str | Path, metadata: dict | None = None,
-                          values: str = "float32", deflate: bool = True) -> dict[str, dict]:
+                          values: str = "float32", deflate: bool = True,
+                          weight_levels: dict[str, int] | None = None) -> dict[str, dict]:
     """Write `gen` in the sparse format atomically; returns the codec map {tensor name: {codec, shape, dtype, ...}}.
 
     values="float32": every tensor is restored bit for bit. values="int8": the weights and noise maps are stored as
-    int8 (module docstring); the file decodes to `int8_weight_roundtrip(gen)`. deflate=False stores every part as is
+    int8 (module docstring), `weight_levels` as in `int8_plan`; the file decodes to
+    `int8_weight_roundtrip(gen, weight_levels)`. deflate=False stores every part as is
     (the payload is then exactly mask bits + values + scales + raw tensors, plus the header).
     """
-    tensors, codecs = encode_state(gen.state_dict(), values, int8_plan(gen), deflate)
+    tensors, codecs = encode_state(gen.state_dict(), values, int8_plan(gen, weight_levels), deflate)
     meta = {"format": FORMAT, "config": json.dumps(gen.config.to_dict()), "values": values,
             "codecs": json.dumps(codecs, separators=(",", ":")), "info": json.dumps(metadata or {})}
     write_safetensors(path, tensors, meta)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from ..artifacts.prune import SCOPES, PruneRecord, SensitivityProfile
 from ..compress.allocation import allocate
-from ..compress.prune import (earlier_study_sparsity, group_sparsity, layers_csv, mask_prune_,
-                              select_targets, sparsity_report)
-from ..compress.reconstruct import reconstruct_generator, reconstruct_with_hessians
+from ..compress.prune import (earlier_study_sparsity, group_sparsity, int8_levels_histogram, layers_csv,
+                              mask_prune_, select_targets, sparsity_report)
+from ..compress.reconstruct import reconstruct_generator, reconstruct_with_hessians, weight_levels_for_error
 from ..compress.sparse import int8_weight_roundtrip, load_sparse_generator, save_sparse_generator
 from ..config import load_params
 from ..distill.recover import recover_by_distillation
@@ -35,6 +35,7 @@ def run_prune(amount: float, params_path: str | Path = "params.yaml", root: str 
     dense = copy.deepcopy(gen) if p["recovery"] == "distill" else None   # the distillation target
     study = earlier_study_sparsity(gen, amount)
     selected = select_targets(gen, p["targets"])
+    dense_weights = {n: getattr(m, a).detach().clone() for n, (m, a) in selected.items()}
     seconds = dict.fromkeys(("allocation", "reconstruct", "distill"), 0.0)
 
     start = time.perf_counter()
@@ -74,21 +75,26 @@ def run_prune(amount: float, params_path: str | Path = "params.yaml", root: str 
                                                 live_dir=paths.prune_live(amount))
         seconds["distill"] = time.perf_counter() - start
 
+    levels = None
+    if p["values"] == "int8" and p["int8_error_ratio"] > 0:
+        levels = weight_levels_for_error({n: getattr(m, a).detach() for n, (m, a) in selected.items()},
+                                         dense_weights, read_hessians(paths), p["int8_error_ratio"])
     if p["values"] == "int8":
-        gen = int8_weight_roundtrip(gen)
+        gen = int8_weight_roundtrip(gen, levels)
     report = sparsity_report(gen, list(selected))
     info = {"base": os.path.relpath(paths.base_model(p["base"]), paths.root), "amount": amount,
-            **{k: p[k] for k in ("method", "allocation", "recovery", "targets", "values", "seed")}}
+            **{k: p[k] for k in ("method", "allocation", "recovery", "targets", "values", "int8_error_ratio", "seed")}}
     out_path = paths.pruned_model(amount)
     with atomic_path(out_path, suffix=".safetensors") as tmp:
-        save_sparse_generator(gen, tmp, info, values=p["values"])
+        save_sparse_generator(gen, tmp, info, values=p["values"], weight_levels=levels)
         if not state_dicts_equal(load_sparse_generator(tmp).state_dict(), gen.state_dict()):
             raise RuntimeError(f"{out_path} does not decode to the pruned model")   # a bug, not a user error
     record = PruneRecord(amount=amount, sparsity={scope: report[scope]["sparsity"] for scope in SCOPES},
                          allocation=p["allocation"], recovery=p["recovery"], values=p["values"],
                          group_sparsity=group_sparsity(report["layers"]),
                          mean_layer_error=sum(errors.values()) / len(errors) if errors else None,
+                         int8_levels=int8_levels_histogram(report["layers"], levels) if p["values"] == "int8" else None,
                          seconds=seconds, distill=distill_stats, earlier_study_recipe=study)
-    write_text(paths.prune_layers(amount), layers_csv(report["layers"], errors))
+    write_text(paths.prune_layers(amount), layers_csv(report["layers"], errors, levels))
     record.write(paths.prune_metrics(amount))
     return record

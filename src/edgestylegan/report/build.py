@@ -252,6 +252,14 @@ def _fallbacks_md(inp: Inputs, variants: list[Variant]) -> list[str]:
         + (list(dict.fromkeys(lines)) or ["none"]) + [""]
 
 
+def _levels_cell(levels: dict[str, int] | None) -> str:
+    """'±127: 10 %, ±15: 90 %': the share of a pruned file's stored targeted weights at each int8 level count."""
+    total = sum((levels or {}).values())
+    if not total:
+        return "-"
+    return ", ".join(f"±{k}: {100 * n / total:.0f} %" for k, n in sorted(levels.items(), key=lambda kv: -int(kv[0])))
+
+
 def build_report(params: dict, paths: Paths) -> dict:
     """Write every report output under paths.reports; returns {figure name: (drawn, caption or reason)}.
 
@@ -337,13 +345,14 @@ def _markdown(rows, inp: Inputs, variants, p: dict, has_fid: bool, captions: dic
             + ([_num(r.get(FID_KEY), ".4g"), kid_cell(r, FID_KID_KEY)] if has_fid else [])
             + [psnr(r), _num(r["ssim"], ".4f")] for r in rows]
     sweep_header = ["amount", "sparsity: pruned tensors", "synthesis net", "whole generator",
-                    "by layer kind (allocation)", "non-zeros", "dense", "on disk", f"`{fd}`", f"`{kid}` x10^3",
-                    "PSNR dB", "SSIM"]
+                    "by layer kind (allocation)", "non-zeros", "dense", "on disk", "int8 levels per row",
+                    f"`{fd}`", f"`{kid}` x10^3", "PSNR dB", "SSIM"]
     sweep_rows = [[_num(r["amount"] or 0.0, "g"), _num(r["sparsity_pruned"], ".2f", 100, " %"),
                    _num(r["sparsity_synthesis"], ".2f", 100, " %"), _num(r["sparsity_all"], ".2f", 100, " %"),
                    ", ".join(f"{g} {100 * x:.0f} %" for g, x in (r.get("group_sparsity") or {}).items()) or "-",
                    _num(r["nonzeros"], ",.0f"),
                    _num(r["bytes_dense"], ".2f", 1e-6, " MB"), _num(r["bytes"], ".2f", 1e-6, " MB"),
+                   _levels_cell(r.get("int8_levels")),
                    _num(r.get(fd), ".4g"), kid_cell(r, kid), psnr(r), _num(r["ssim"], ".4f")]
                   for r in rows if r["kind"] in ("teacher", "pruned")]
     student = next((r for r in rows if r["kind"] == "student"), None)
@@ -395,7 +404,9 @@ def _markdown(rows, inp: Inputs, variants, p: dict, has_fid: bool, captions: dic
                f"counted; prune.method / allocation / recovery / targets / values = {p['prune_recipe']}). Sparsity is the share of zero "
                "weights in the pruned tensors, in the synthesis network (the earlier study's denominator) and in the "
                "whole generator (mapping network included); `dense` is the file size with the zeros stored, `on "
-               "disk` the sparse file written.", "",
+               "disk` the sparse file written; `int8 levels per row` the share of the pruned tensors' stored weights "
+               "at each code range (prune.int8_error_ratio: a layer's rounding may add that fraction to the output "
+               "error its pruning left; the mapping network and the noise maps are not counted there).", "",
                _md_table(sweep_header, sweep_rows), ""]
     md += _int8_md(inp, variants, params["quantize"]["engine"])
     md += _distill_md(inp)

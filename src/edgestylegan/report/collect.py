@@ -153,6 +153,7 @@ def row_of(v: Variant, inp: Inputs) -> dict:
     row.update(sparsity_pruned=sparsity.get("targeted"), sparsity_synthesis=sparsity.get("synthesis"),
                sparsity_all=sparsity.get("generator"),
                group_sparsity=prune.group_sparsity if prune else None,
+               int8_levels=prune.int8_levels if prune else None,
                prune_seconds=sum(prune.seconds.values()) if prune else None,
                earlier_recipe_upstream=prune.earlier_study_recipe["upstream_parameter_set"]["sparsity_synthesis"]
                if prune else None)

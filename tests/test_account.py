@@ -122,7 +122,8 @@ def project(tmp_path_factory, root, request):
         gen = Generator(config).eval()
         gen.estimate_w_avg(64, 0)
         save_generator(gen, Paths(tmp).base_model(name), {"test": name})
-    params = _params(root, {"prune": {"amounts": [0.5], "amount": 0.5, "allocation": "global", "recovery": "none"},
+    params = _params(root, {"prune": {"amounts": [0.5], "amount": 0.5, "allocation": "global", "recovery": "none",
+                                      "int8_error_ratio": 0.0},
                             "quantize": {"calibration_samples": 8, "validation_samples": 1, "fidelity_samples": 1,
                                          "min_psnr": 0.0, "float_blocks": 0},
                             "account": {"runtimes": FP32 + INT8, "latency_repeats": 2, "latency_warmup": 1,

@@ -146,6 +146,28 @@ def test_float_blocks_and_ops_stay_float(setup, float_onnx):
     assert not any(int8 for name, int8 in convs.items() if name in late), "a conv of the float last block has int8 input"
 
 
+def test_inverse_haar_transforms_stay_float_in_both_engines(setup, float_onnx, tmp_path):
+    import onnx
+
+    cal = q.styles_inputs(0, 8, 32, 1.0)
+    recipe = {**DEFAULTS, "float_blocks": 0, "float_ops": []}
+    model = q.openvino_model(float_onnx)
+    haar = q.inverse_haar_convs(model)
+    assert len(haar) == len(setup.synthesis.blocks) + 1 and any("/to_rgb/" in n for n in haar), haar
+    assert len(q.inverse_haar_convs(onnx.load(str(float_onnx)))) == len(haar)
+    quantized = q.nncf_quantize(model, cal, recipe)
+    feeds = {op.get_friendly_name(): [i.get_source_output().get_node().get_type_name() for i in op.inputs()]
+             for op in quantized.get_ops() if op.get_type_name() == "GroupConvolution"}
+    assert all("FakeQuantize" not in feeds[n] for n in haar), feeds
+    assert any("FakeQuantize" in f for n, f in feeds.items() if n not in haar)   # the depthwise convs are int8
+    q.ort_quantize(float_onnx, tmp_path / "int8.onnx", cal, recipe)
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    producer = {out: n.op_type for n in graph.node for out in n.output}
+    weights = {n.name: producer.get(n.input[1]) for n in graph.node if n.op_type == "Conv"}   # int8: dequantized
+    assert all(weights[n] != "DequantizeLinear" for n in haar), weights
+    assert all(w == "DequantizeLinear" for n, w in weights.items() if n not in haar), weights
+
+
 def test_engines_and_profile(setup, float_onnx, tmp_path):
     """Both engines' files run, stay close to fp32 on a tiny net, and the profile finds the int8 convolutions."""
     gen = setup

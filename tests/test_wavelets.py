@@ -34,9 +34,10 @@ def test_constant_image_has_only_lowpass():
     assert coeffs[:, 3:].abs().max() == 0
 
 
-def test_band_major_layout_reads_the_same_bands_contiguously():
-    packed = torch.randn(2, 4 * 5, 3, 3)
+def test_channel_major_layout_is_the_same_transform_as_a_grouped_conv():
+    packed = torch.randn(2, 4 * 5, 3, 3, dtype=torch.float64)
     quarter = 5
-    order = torch.tensor([c if band == 0 else quarter + 3 * c + band - 1 for band in range(4) for c in range(quarter)])
-    assert torch.equal(idwt_haar(packed[:, order], band_major=True), idwt_haar(packed))
-    assert not torch.equal(idwt_haar(packed, band_major=True), idwt_haar(packed))
+    order = torch.tensor([c if band == 0 else quarter + 3 * c + band - 1 for c in range(quarter) for band in range(4)])
+    torch.testing.assert_close(idwt_haar(packed[:, order], channel_major=True), idwt_haar(packed), rtol=0, atol=1e-12)
+    assert (idwt_haar(packed, channel_major=True) - idwt_haar(packed)).abs().max() > 0.1
+    torch.testing.assert_close(dwt_haar(idwt_haar(packed[:, order], channel_major=True)), packed, rtol=0, atol=1e-12)

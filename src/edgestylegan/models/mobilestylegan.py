@@ -358,32 +358,44 @@ class Generator(StyleBasedGenerator):
         self.register_buffer("w_avg", torch.zeros(config.style_dim))
 
 
-@torch.no_grad()
-def band_major_packing(gen: Generator) -> Generator:
-    """A copy of `gen` that computes the same images, bit for bit, with every block input packed band-major (see
-    `wavelets`): the output rows of the conv that produces it, the rows of the block's `up` modulation and the input
-    columns of a head that reads it are permuted, and the block's inverse transform reads four contiguous bands. (Such
-    a non-final head, in `all_heads` configs, sums its inputs in another order: its output agrees to rounding.)
+def _channel_major_order(channels4: int) -> torch.Tensor:
+    """new channel 4c + band <- the packed layout's channel of band (LL, LH, HL, HH) of image channel c."""
+    quarter = channels4 // 4
+    return torch.tensor([c if band == 0 else quarter + 3 * c + band - 1 for c in range(quarter) for band in range(4)])
 
-    For export (`runtimes.onnx.export_onnx`): OpenVINO's CPU plugin splits the interleaved bands with its reference
-    kernel in its blocked fp32 layout (50 of 249 ms of the 1024² teacher in one profile) and contiguous channel runs
-    with an optimised one. Teacher at 1024², batch 1, 2 threads, one interleaved run on a 2-core AVX-512 VNNI EPYC:
-    OpenVINO f32 164.6 -> 142.9 ms, identical output; NNCF int8 of either layout 96.7 / 98.6 ms."""
+
+@torch.no_grad()
+def channel_major_packing(gen: Generator) -> Generator:
+    """A copy of `gen` that computes the same images (to float round-off) with every packed Haar tensor in the
+    channel-major layout (see `wavelets`): the output rows of the conv that produces a block's input, the rows of the
+    block's `up` modulation and the input columns of a head that reads it are permuted, and so are the rows of the
+    last head (FrequencyHead); each inverse transform is then one grouped 1x1 conv and a pixel shuffle. (A non-final
+    head, in `all_heads` configs, sums its permuted inputs in another order.)
+
+    For export (`runtimes.onnx.export_onnx`): OpenVINO's CPU plugin ran the packed form's band split with its
+    reference kernel and wrapped the split, the elementwise sums and the stack in layout reorders: 1024² teacher,
+    batch 1, 2 threads, 2-core AVX-512 VNNI EPYC, OpenVINO f32 124.8 instead of 170.5 ms and NNCF int8 70.2 instead of
+    106.4 ms against the band-major form before it (which had made f32 13-15 % faster than the packed one); the
+    256-px student's f32 the same (31.9 vs 31.2 ms), its int8 18.9 instead of 20.4 ms."""
     out = copy.deepcopy(gen)
     syn = out.synthesis
     producers = [syn.conv1.conv.conv] + [block.conv2.conv.pointwise for block in syn.blocks[:-1]]
     readers = [syn.to_img1] + [block.to_img for block in syn.blocks[:-1]]
     for block, producer, head in zip(syn.blocks, producers, readers):
-        quarter = block.up.modulation.out_features // 4
-        order = torch.tensor([c if band == 0 else quarter + 3 * c + band - 1
-                              for band in range(4) for c in range(quarter)])
+        order = _channel_major_order(block.up.modulation.out_features)
         for t in (producer.weight, producer.bias, block.up.modulation.weight, block.up.modulation.bias):
             t.copy_(t[order])
         if head is not None:
             for t in (head.conv.modulation.weight, head.conv.modulation.bias):
                 t.copy_(t[order])
             head.conv.conv.weight.copy_(head.conv.conv.weight[:, order])
-        block.up.idwt = HaarIDWT(band_major=True)
+        block.up.idwt = HaarIDWT(channel_major=True)
+    if isinstance(syn.to_rgb, HaarIDWT):
+        last = (syn.blocks[-1].to_img if len(syn.blocks) else syn.to_img1).conv.conv
+        order = _channel_major_order(last.out_channels)
+        for t in (last.weight, last.bias):
+            t.copy_(t[order])
+        syn.to_rgb = HaarIDWT(channel_major=True)
     return out
 
 

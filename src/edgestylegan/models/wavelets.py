@@ -4,8 +4,12 @@ Layout of a packed tensor with C image channels: channels [0, C) hold LL; channe
 channel c, with k = 0, 1, 2 = (LH, HL, HH). LH is high-pass along height, HL along width (pytorch_wavelets
 conventions, mode "zero"). The pair is an exact inverse: dwt(idwt(x)) == x up to float round-off.
 
-`idwt_haar(packed, band_major=True)` reads the band-major layout instead: channels [b C, (b + 1) C) hold band b =
-(LL, LH, HL, HH), four contiguous runs (`mobilestylegan.band_major_packing` exports the model that way).
+`idwt_haar(packed, channel_major=True)` reads the channel-major layout instead: channels [4c, 4c + 4) hold (LL, LH,
+HL, HH) of channel c, and the transform is one grouped 1x1 convolution (each channel's four bands mixed by the 4x4
+Haar synthesis matrix into its four output phases) and a pixel shuffle: two ops that OpenVINO runs in its blocked
+layouts, where the band split, the elementwise sums and the stack of the packed form cost reorders
+(`mobilestylegan.channel_major_packing` exports the model that way). The two forms agree to float round-off (they
+sum in another order).
 """
 import torch
 import torch.nn.functional as F
@@ -22,17 +26,24 @@ def _split_packed(packed: torch.Tensor):
     return low, high[:, :, 0], high[:, :, 1], high[:, :, 2]
 
 
-def _split_band_major(packed: torch.Tensor):
-    channels4 = packed.shape[1]
+# Row p = 2a + b (the pixel_shuffle phase of out[2i+a, 2j+b]), columns (LL, LH, HL, HH): the signs of idwt_haar.
+_SYNTHESIS = 0.5 * torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0],
+                                 [1.0, -1.0, -1.0, 1.0]])
+
+
+def _idwt_channel_major(packed: torch.Tensor) -> torch.Tensor:
+    channels4 = int(packed.shape[1])     # a Python int: the ONNX export stores the kernel as a constant
     if channels4 % 4:
         raise ValueError(f"packed wavelet tensor needs a multiple of 4 channels, got {channels4}")
-    channels = channels4 // 4
-    return tuple(packed[:, b * channels:(b + 1) * channels] for b in range(4))
+    weight = _SYNTHESIS.to(packed.dtype).repeat(channels4 // 4, 1)[:, :, None, None]
+    return F.pixel_shuffle(F.conv2d(packed, weight, groups=channels4 // 4), 2)
 
 
-def idwt_haar(packed: torch.Tensor, band_major: bool = False) -> torch.Tensor:
+def idwt_haar(packed: torch.Tensor, channel_major: bool = False) -> torch.Tensor:
     """[B, 4C, H, W] packed coefficients (module docstring: either layout) -> [B, C, 2H, 2W] image."""
-    ll, lh, hl, hh = (_split_band_major if band_major else _split_packed)(packed)
+    if channel_major:
+        return _idwt_channel_major(packed)
+    ll, lh, hl, hh = _split_packed(packed)
     batch, channels, height, width = ll.shape
     # out[2i+a, 2j+b] = (LL + (-1)^a LH + (-1)^b HL + (-1)^(a+b) HH) / 2; pixel_shuffle puts phase a*2+b there.
     ll_p_hh, ll_m_hh = ll + hh, ll - hh
@@ -63,12 +74,12 @@ def dwt_haar(image: torch.Tensor) -> torch.Tensor:
 class HaarIDWT(nn.Module):
     """Module wrapper so the inverse transform shows up as its own (float) node in the module tree."""
 
-    def __init__(self, band_major: bool = False):
+    def __init__(self, channel_major: bool = False):
         super().__init__()
-        self.band_major = band_major
+        self.channel_major = channel_major
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
-        return idwt_haar(packed, self.band_major)
+        return idwt_haar(packed, self.channel_major)
 
 
 class HaarDWT(nn.Module):

@@ -4,7 +4,7 @@ source "operating_point" (stage quantize): prune.amount (0 = the dense prune.bas
 source "student" (stage quantize_student): models/student.safetensors. Outputs, all written only after everything
 succeeded (and the quantize.engine file reached quantize.min_psnr on the held-out latents):
 
-* models/quantized{,_student}/float.onnx          the fp32 source exported to ONNX (band-major packing)
+* models/quantized{,_student}/float.onnx          the fp32 source exported to ONNX (channel-major packing)
 * models/quantized{,_student}/int8.xml, int8.bin  NNCF int8 OpenVINO IR (engine openvino)
 * models/quantized{,_student}/int8.onnx           ONNX Runtime static QDQ int8 (engine onnxruntime)
 * metrics/quantize{,_student}.json                `artifacts.quantize.QuantizeRecord`

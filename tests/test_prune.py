@@ -143,6 +143,20 @@ def test_prune_stage_rejects_bad_amount_and_missing_base_without_output(root, tm
     assert sorted(p.name for p in project.rglob("*")) == ["models", "params.yaml"]
 
 
+def test_int8_levels_without_the_profile_name_both_fixes_and_write_nothing(root, tmp_path, monkeypatch, capsys,
+                                                                             tiny_generator):
+    project = _project(tmp_path, tiny_generator, values="int8")        # recovery none: only the levels need Hessians
+    monkeypatch.chdir(project)
+    assert run_stage(root, "prune", "--amount", "0.6") == 2
+    err = capsys.readouterr().err
+    assert "run `dvc repro prune_profile`" in err and "prune.int8_error_ratio > 0" in err
+    assert not (project / "models/pruned").exists() and not (project / "metrics").exists()
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["prune"]["int8_error_ratio"] = 0.0
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run_stage(root, "prune", "--amount", "0.6") == 0             # 8-bit codes need no profile
+
+
 def test_prune_stage_writes_the_outputs(root, tmp_path, monkeypatch, tiny_generator):
     project = _project(tmp_path, tiny_generator)
     monkeypatch.chdir(project)

@@ -180,6 +180,7 @@ def test_new_sections_show_the_records(project, report):
     assert sweep["0.5"]["int8 levels per row"] == ", ".join(
         f"±{k}: {100 * n / total:.0f} %" for k, n in sorted(levels.items(), key=lambda kv: -int(kv[0])))
     assert sweep["0"]["int8 levels per row"] == "-"
+    assert "prune.int8_error_ratio = 0.05:" in md.split("## Pruning sweep", 1)[1]
 
 
 def test_comparison_table_labels_their_constants(report):

@@ -45,7 +45,7 @@ class PruneRecord(Artifact):
 
     int8_levels: dict[str, int] | None
     """values = int8: {levels per row (str): stored non-zero targeted weights} (prune.int8_error_ratio chooses each
-    tensor's levels, `compress.sparse.weight_levels_for_error`; per tensor in the layers CSV); None with float32."""
+    tensor's levels, `compress.reconstruct.weight_levels_for_error`; per tensor in the layers CSV); None with float32."""
 
     seconds: dict[str, float]
     """Wall time of the stage's parts: allocation, reconstruct, distill (0 where not run)."""

@@ -416,11 +416,17 @@ def _rebatch(x: list, w: list, count: int, batch_size: int) -> tuple[list, list]
     return list(x_all.split(batch_size)), list(w_all.split(batch_size))
 
 
+def _quadratic_form(a: torch.Tensor, moment: torch.Tensor, b: torch.Tensor) -> float:
+    """sum over rows r of a_r^T M b_r in float64, M shared [n, n] or one per row [rows, n, n]."""
+    rows = a.shape[0]
+    pattern = "ri,rij,rj->" if moment.dim() == 3 else "ri,ij,rj->"
+    return float(torch.einsum(pattern, a.reshape(rows, -1).to(torch.float64), moment.to(torch.float64),
+                              b.reshape(rows, -1).to(torch.float64)))
+
+
 def output_energy(weight: torch.Tensor, hessian: torch.Tensor) -> float:
-    """||W X||^2 from the moment H = X X^T: sum over rows r of w_r^T H w_r (H shared [n, n] or per row [rows, n, n])."""
-    w = weight.reshape(weight.shape[0], -1).to(torch.float64)
-    pattern = "ri,rij,rj->" if hessian.dim() == 3 else "ri,ij,rj->"
-    return float(torch.einsum(pattern, w, hessian.to(torch.float64), w))
+    """||W X||^2 from the moment H = X X^T."""
+    return _quadratic_form(weight, hessian, weight)
 
 
 def relative_output_error(dense: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tensor,
@@ -428,17 +434,12 @@ def relative_output_error(dense: torch.Tensor, pruned: torch.Tensor, hessian: to
     """||W X_d - W' X||^2 / ||W X_d||^2 from the moments H = X X^T, and with to_dense = (C = X_d X^T, H_d = X_d X_d^T)
     (else X_d = X)."""
     if to_dense is None:
-        difference = dense.to(torch.float64) - pruned.to(torch.float64)
-        num, denom = output_energy(difference, hessian), output_energy(dense, hessian)
+        num = output_energy(dense.to(torch.float64) - pruned.to(torch.float64), hessian)
+        denom = output_energy(dense, hessian)
     else:
         cross, dense_hessian = to_dense
-        rows = dense.shape[0]
-        w = dense.reshape(rows, -1).to(torch.float64)
-        w_pruned = pruned.reshape(rows, -1).to(torch.float64)
-        pattern = "ri,rij,rj->" if cross.dim() == 3 else "ri,ij,rj->"
         denom = output_energy(dense, dense_hessian)
-        num = (denom - 2 * float(torch.einsum(pattern, w, cross.to(torch.float64), w_pruned))
-               + output_energy(pruned, hessian))
+        num = denom - 2 * _quadratic_form(dense, cross, pruned) + output_energy(pruned, hessian)
     return num / denom if denom > 0 else math.nan
 
 

@@ -160,7 +160,8 @@ def noise_map_levels(noise_map: torch.Tensor, strength: float) -> int:
 
 def int8_plan(gen: nn.Module, weight_levels: dict[str, int] | None = None) -> dict[str, tuple[str, int]]:
     """State-dict name -> ("row" | "tensor", levels) of every tensor that `values="int8"` quantizes: weights at 127
-    levels unless `weight_levels` names fewer (see `compress.reconstruct.weight_levels_for_error`), noise maps at `noise_map_levels`."""
+    levels unless `weight_levels` names fewer (`compress.reconstruct.weight_levels_for_error`), noise maps at
+    `noise_map_levels`."""
     plan = {}
     for name, module in gen.named_modules():
         prefix = f"{name}." if name else ""

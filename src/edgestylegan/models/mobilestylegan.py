@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .wavelets import HaarIDWT, dwt_haar, idwt_haar
+from .wavelets import HaarIDWT, channel_major_order, dwt_haar, idwt_haar
 
 NoiseMode = Literal["fixed", "random", "none"]
 ARCHS = ("mobilestylegan", "blaze")
@@ -358,12 +358,6 @@ class Generator(StyleBasedGenerator):
         self.register_buffer("w_avg", torch.zeros(config.style_dim))
 
 
-def _channel_major_order(channels4: int) -> torch.Tensor:
-    """new channel 4c + band <- the packed layout's channel of band (LL, LH, HL, HH) of image channel c."""
-    quarter = channels4 // 4
-    return torch.tensor([c if band == 0 else quarter + 3 * c + band - 1 for c in range(quarter) for band in range(4)])
-
-
 @torch.no_grad()
 def channel_major_packing(gen: Generator) -> Generator:
     """A copy of `gen` that computes the same images (to float round-off) with every packed Haar tensor in the
@@ -382,7 +376,7 @@ def channel_major_packing(gen: Generator) -> Generator:
     producers = [syn.conv1.conv.conv] + [block.conv2.conv.pointwise for block in syn.blocks[:-1]]
     readers = [syn.to_img1] + [block.to_img for block in syn.blocks[:-1]]
     for block, producer, head in zip(syn.blocks, producers, readers):
-        order = _channel_major_order(block.up.modulation.out_features)
+        order = channel_major_order(block.up.modulation.out_features)
         for t in (producer.weight, producer.bias, block.up.modulation.weight, block.up.modulation.bias):
             t.copy_(t[order])
         if head is not None:
@@ -392,7 +386,7 @@ def channel_major_packing(gen: Generator) -> Generator:
         block.up.idwt = HaarIDWT(channel_major=True)
     if isinstance(syn.to_rgb, HaarIDWT):
         last = (syn.blocks[-1].to_img if len(syn.blocks) else syn.to_img1).conv.conv
-        order = _channel_major_order(last.out_channels)
+        order = channel_major_order(last.out_channels)
         for t in (last.weight, last.bias):
             t.copy_(t[order])
         syn.to_rgb = HaarIDWT(channel_major=True)

@@ -39,6 +39,12 @@ def _idwt_channel_major(packed: torch.Tensor) -> torch.Tensor:
     return F.pixel_shuffle(F.conv2d(packed, weight, groups=channels4 // 4), 2)
 
 
+def channel_major_order(channels4: int) -> torch.Tensor:
+    """Channel 4c + band of the channel-major layout <- this channel of the packed layout (band: LL, LH, HL, HH)."""
+    quarter = channels4 // 4
+    return torch.tensor([c if band == 0 else quarter + 3 * c + band - 1 for c in range(quarter) for band in range(4)])
+
+
 def idwt_haar(packed: torch.Tensor, channel_major: bool = False) -> torch.Tensor:
     """[B, 4C, H, W] packed coefficients (module docstring: either layout) -> [B, C, 2H, 2W] image."""
     if channel_major:

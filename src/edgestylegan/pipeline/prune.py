@@ -35,7 +35,9 @@ def run_prune(amount: float, params_path: str | Path = "params.yaml", root: str 
     dense = copy.deepcopy(gen) if p["recovery"] == "distill" else None   # the distillation target
     study = earlier_study_sparsity(gen, amount)
     selected = select_targets(gen, p["targets"])
-    dense_weights = {n: getattr(m, a).detach().clone() for n, (m, a) in selected.items()}
+    sizes_int8 = p["values"] == "int8" and p["int8_error_ratio"] > 0
+    hessians = _hessians(paths, p, sizes_int8)
+    dense_weights = {n: getattr(m, a).detach().clone() for n, (m, a) in selected.items()} if sizes_int8 else None
     seconds = dict.fromkeys(("allocation", "reconstruct", "distill"), 0.0)
 
     start = time.perf_counter()
@@ -61,7 +63,7 @@ def run_prune(amount: float, params_path: str | Path = "params.yaml", root: str 
             errors = reconstruct_generator(gen, zeros, styles, styles[:p["calibration_images"]], p["dampening"],
                                            p["calibration_positions"], p["calibration_seed"], fixed_masks=fixed)
         else:
-            errors = reconstruct_with_hessians(gen, zeros, read_hessians(paths), p["dampening"], fixed_masks=fixed)
+            errors = reconstruct_with_hessians(gen, zeros, hessians, p["dampening"], fixed_masks=fixed)
         seconds["reconstruct"] = time.perf_counter() - start
     if p["recovery"] == "distill":
         start = time.perf_counter()
@@ -76,9 +78,9 @@ def run_prune(amount: float, params_path: str | Path = "params.yaml", root: str 
         seconds["distill"] = time.perf_counter() - start
 
     levels = None
-    if p["values"] == "int8" and p["int8_error_ratio"] > 0:
+    if sizes_int8:
         levels = weight_levels_for_error({n: getattr(m, a).detach() for n, (m, a) in selected.items()},
-                                         dense_weights, read_hessians(paths), p["int8_error_ratio"])
+                                         dense_weights, hessians, p["int8_error_ratio"])
     if p["values"] == "int8":
         gen = int8_weight_roundtrip(gen, levels)
     report = sparsity_report(gen, list(selected))
@@ -98,3 +100,18 @@ def run_prune(amount: float, params_path: str | Path = "params.yaml", root: str 
     write_text(paths.prune_layers(amount), layers_csv(report["layers"], errors, levels))
     record.write(paths.prune_metrics(amount))
     return record
+
+
+def _hessians(paths: Paths, p: dict, sizes_int8: bool) -> dict | None:
+    """Stage prune_profile's layer Hessians, read once, where the one-shot reconstruction or the int8 level choice
+    (prune.int8_error_ratio) needs them; else None."""
+    one_shot = p["recovery"] != "none" and not p["sequential"]
+    if not (one_shot or sizes_int8):
+        return None
+    try:
+        return read_hessians(paths)
+    except UserError as e:
+        if one_shot:
+            raise
+        raise UserError(f"{e}; prune.int8_error_ratio > 0 sizes the int8 codes from them (0 stores 8-bit codes "
+                        f"without them)") from e

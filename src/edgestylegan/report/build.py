@@ -272,6 +272,7 @@ def build_report(params: dict, paths: Paths) -> dict:
     extra = {"prune_targets": prune_p["targets"],
              "prune_recipe": " / ".join(str(prune_p[k]) for k in
                                           ("method", "allocation", "recovery", "targets", "values")),
+             "int8_error_ratio": prune_p["int8_error_ratio"],
              "calibration": params["quantize"]["calibration_samples"]}
     p = protocol_from(eval_p, inp, extra)
     fd, kid = p["fd_key"], p["kid_key"]
@@ -405,8 +406,9 @@ def _markdown(rows, inp: Inputs, variants, p: dict, has_fid: bool, captions: dic
                "weights in the pruned tensors, in the synthesis network (the earlier study's denominator) and in the "
                "whole generator (mapping network included); `dense` is the file size with the zeros stored, `on "
                "disk` the sparse file written; `int8 levels per row` the share of the pruned tensors' stored weights "
-               "at each code range (prune.int8_error_ratio: a layer's rounding may add that fraction to the output "
-               "error its pruning left; the mapping network and the noise maps are not counted there).", "",
+               f"at each code range (prune.int8_error_ratio = {p['int8_error_ratio']:g}: a layer's rounding may add "
+               "that fraction to the output error its pruning left; the mapping network and the noise maps are not "
+               "counted there).", "",
                _md_table(sweep_header, sweep_rows), ""]
     md += _int8_md(inp, variants, params["quantize"]["engine"])
     md += _distill_md(inp)

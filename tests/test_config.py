@@ -100,6 +100,8 @@ def test_distillation_recovery_latents_are_checked_against_each_other(edit, mess
     ({"range_quantile": 0.0}, r"quantize.range_quantile = 0.0 is out of range"),
     ({"range_estimator": "minmax", "range_quantile": 1e-2}, "applies only to quantize.range_estimator = mean_quantile"),
     ({"student_float_last_blocks": -1}, "quantize.student_float_last_blocks"),
+    ({"cle_alpha": -0.5}, r"quantize.cle_alpha = -0.5 must be in \[0, 1\] \(or -1"),
+    ({"cle_alpha": 1.5}, r"quantize.cle_alpha = 1.5 is out of range"),
 ])
 def test_bad_quantize_range_and_float_block_params_are_rejected(edit, message):
     params = defaults()
@@ -107,7 +109,7 @@ def test_bad_quantize_range_and_float_block_params_are_rejected(edit, message):
     with pytest.raises(ParamsError, match=message):
         validate(params, ["quantize"])
     params["quantize"].update(range_estimator="minmax", range_quantile=defaults()["quantize"]["range_quantile"],
-                              student_float_last_blocks=0)
+                              student_float_last_blocks=0, cle_alpha=-1)
     validate(params, ["quantize"])   # another estimator with the default quantile is fine
 
 

@@ -345,6 +345,10 @@ SCHEMA["quantize"] = {
     "fast_bias_correction": Bool(True, help="NNCF: fast bias correction (false: the slower full bias correction)"),
     "smooth_quant_alpha": Float(-1.0, low=-1, high=1, help="NNCF SmoothQuant alpha for convolutions (-1: off)"),
     "channel_alignment": Bool(False, help="NNCF channel alignment (conv -> add -> conv)"),
+    "cle_alpha": Float(0.5, low=-1, high=1,
+                       help="cross-layer equalization of every style -> depthwise -> pointwise chain before export "
+                            "(compress.equalize; exact in float): the depthwise -> pointwise balance in [0, 1] "
+                            "(SmoothQuant's alpha), -1: off"),
     "range_estimator": Choice(*RANGE_ESTIMATORS, default="mean_quantile",
                               help="NNCF activation range estimator (default: NNCF's own for the preset; mean_quantile "
                                    "clips the rare outliers: coarser for them, finer steps for every other image)"),
@@ -377,7 +381,7 @@ SCHEMA["account"] = {
                      default=["torch_fp32", "onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32", "openvino_int8",
                               "openvino_ir_fp32"], min_len=0,
                      help="int8 runtimes time their engine's file: openvino_int8 int8.xml, onnxruntime_int8 int8.onnx"),
-    "latency_repeats": Int(5, low=1, help="timed calls per runtime (median reported)"),
+    "latency_repeats": Int(20, low=1, help="timed calls per runtime, in interleaved rounds (median reported)"),
     "latency_warmup": Int(1, low=0),
     "threads": Int(2, low=1),
     "pruned_latency": Bool(True, help="also time each pruned model in torch fp32 (dense kernels)"),
@@ -406,6 +410,9 @@ def _prune_rules(p: dict) -> None:
 
 
 def _quantize_rules(p: dict) -> None:
+    if p["cle_alpha"] != -1 and not 0 <= p["cle_alpha"] <= 1:
+        raise ParamsError(f"quantize.cle_alpha = {p['cle_alpha']} must be in [0, 1] (or -1 to turn the equalization "
+                          f"off)")
     if len(set(p["float_ops"])) != len(p["float_ops"]):
         raise ParamsError(f"quantize.float_ops has duplicates: {p['float_ops']}")
     if p["range_estimator"] != "mean_quantile" and p["range_quantile"] != SCHEMA["quantize"]["range_quantile"].default:

@@ -61,7 +61,8 @@ class QuantizeRecord(Artifact):
     precision). Per-node rows: reports/quantize*/layers.csv."""
 
     quantize_seconds: dict[str, float]
-    """Wall time of each engine's quantization (calibration included)."""
+    """Wall time of each engine's quantization (calibration included), and of the cross-layer equalization before
+    the export (`equalize`, when quantize.cle_alpha is on)."""
 
     cpu: dict
     """The CPU the models were quantized and measured on (model name, ISA flags: int8 kernels differ between AVX2,

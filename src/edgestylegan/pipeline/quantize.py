@@ -4,7 +4,8 @@ source "operating_point" (stage quantize): prune.amount (0 = the dense prune.bas
 source "student" (stage quantize_student): models/student.safetensors. Outputs, all written only after everything
 succeeded (and the quantize.engine file reached quantize.min_psnr on the held-out latents):
 
-* models/quantized{,_student}/float.onnx          the fp32 source exported to ONNX (channel-major packing)
+* models/quantized{,_student}/float.onnx          the fp32 source exported to ONNX (channel-major packing), its
+                                                  style -> depthwise -> pointwise chains equalized (quantize.cle_alpha)
 * models/quantized{,_student}/int8.xml, int8.bin  NNCF int8 OpenVINO IR (engine openvino)
 * models/quantized{,_student}/int8.onnx           ONNX Runtime static QDQ int8 (engine onnxruntime)
 * metrics/quantize{,_student}.json                `artifacts.quantize.QuantizeRecord`
@@ -23,6 +24,7 @@ import torch
 
 from ..artifacts.quantize import ENGINE_RUNTIMES, QuantizeRecord
 from ..compress import quantize as q
+from ..compress.equalize import equalize_generator
 from ..config import load_params
 from ..errors import UserError
 from ..io.atomic import atomic_directory, write_text
@@ -37,9 +39,9 @@ from ..runtimes.onnx import (OnnxRuntimeGenerator, OpenVINOOnnxGenerator, export
 from .loaders import SOURCES, load_model, source_model
 
 RECIPE_KEYS = ("calibration_samples", "calibration_seed", "truncation", "preset", "fast_bias_correction",
-               "smooth_quant_alpha", "channel_alignment", "range_estimator", "range_quantile", "overflow_fix",
-               "float_ops", "float_blocks", "float_head", "accuracy_control", "validation_samples", "validation_seed",
-               "ort_calibration", "ort_reduce_range", "fidelity_seed", "fidelity_samples")
+               "smooth_quant_alpha", "channel_alignment", "cle_alpha", "range_estimator", "range_quantile",
+               "overflow_fix", "float_ops", "float_blocks", "float_head", "accuracy_control", "validation_samples",
+               "validation_seed", "ort_calibration", "ort_reduce_range", "fidelity_seed", "fidelity_samples")
 
 
 def float_last_blocks(quantize: dict, source: str, prune: dict) -> int:
@@ -121,12 +123,17 @@ def run_quantize(source: str = "operating_point", params_path: str | Path = "par
         torch.set_num_threads(threads)
     dim, psi = gen.style_dim, p["truncation"]
     calibration = q.styles_inputs(p["calibration_seed"], p["calibration_samples"], dim, psi)
+    seconds = {}
+    if p["cle_alpha"] >= 0:
+        start = time.perf_counter()
+        z = torch.from_numpy(np.concatenate([x["z"] for x in calibration]))
+        gen = equalize_generator(gen, z, p["cle_alpha"], truncation=psi)
+        seconds["equalize"] = time.perf_counter() - start
     held_out = q.styles_inputs(p["fidelity_seed"], p["fidelity_samples"], dim, psi)
 
     last_float = float_last_blocks(p, source, params["prune"])
     info = {"source": os.path.relpath(src, paths.root), **operating_point}
     runtime_threads = threads or None
-    seconds = {}
     with atomic_directory(paths.quantized_dir(source)) as tmp:
         float_onnx = export_onnx(gen, tmp / paths.float_onnx(source).name, info=info)
         validation_inputs = (q.styles_inputs(p["validation_seed"], p["validation_samples"], dim, psi)

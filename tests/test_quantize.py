@@ -346,6 +346,26 @@ def test_quantize_student(root, tmp_path, monkeypatch, capsys, setup):
     assert QuantizeRecord.read(paths.quantize_metrics("student")).operating_point == {}
 
 
+def test_histogram_calibration_too_big_for_memory_stops_before_calibrating(root, tmp_path, monkeypatch, capsys,
+                                                                            setup):
+    """ONNX Runtime's entropy / percentile calibrators keep every conv activation of every calibration sample (the
+    1024² teacher: 0.8 GiB each): a run that cannot fit exits 2 before NNCF starts, with nothing written."""
+    model = q.openvino_model(export_onnx(setup, tmp_path / "f.onnx"))
+    one = q.ort_calibration_bytes(model, 1)
+    side = setup.resolution // 2   # the last block's convs run at half the output size
+    assert one > 4 * 16 * side * side and q.ort_calibration_bytes(model, 8) == 8 * one
+
+    project = _project(tmp_path / "p", setup, ort_calibration="percentile", min_psnr=0.0)
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(quantize_pipeline, "available_memory", lambda: 8 * one)   # 8 samples need more than 80 %
+    monkeypatch.setattr(q, "nncf_quantize", lambda *a, **k: pytest.fail("NNCF ran"))
+    assert run_stage(root, "quantize") == 2
+    err = capsys.readouterr().err
+    assert "quantize.ort_calibration = percentile keeps every conv activation of the 8 calibration samples" in err
+    assert "use ort_calibration minmax, or fewer quantize.calibration_samples" in err
+    assert sorted(p.name for p in project.rglob("*")) == ["models", "params.yaml", "teacher.safetensors"]
+
+
 def test_quantize_stage_needs_the_pruned_operating_point(root, tmp_path, monkeypatch, capsys, setup):
     project = _project(tmp_path, setup)
     params = yaml.safe_load((project / "params.yaml").read_text())

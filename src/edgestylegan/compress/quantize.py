@@ -218,6 +218,21 @@ class _CalibrationReader:
         raise NotImplementedError("one calibration pass")
 
 
+def ort_calibration_bytes(model, samples: int) -> int:
+    """Bytes that ONNX Runtime's entropy and percentile calibrators hold at once for `samples` calibration inputs of
+    the OpenVINO `model` (static batch 1): they keep every convolution's float32 input and output of every sample
+    until the last has run (its min-max calibrator reduces as it goes). The 1024² teacher: 0.8 GiB per sample."""
+    seen, per_sample = set(), 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("Convolution", "GroupConvolution"):
+            for port in (op.input_value(0), op.output(0)):
+                key = (port.get_node().get_friendly_name(), port.get_index())
+                if key not in seen:
+                    seen.add(key)
+                    per_sample += 4 * int(np.prod(list(port.get_shape())))
+    return per_sample * samples
+
+
 def ort_quantize(float_onnx: str | Path, out: str | Path, calibration: list[dict], recipe: dict) -> None:
     """int8 QDQ ONNX of `float_onnx` by ONNX Runtime's static quantizer, calibrated on `calibration` (convs only: its
     elementwise int8 kernels are slower than float on CPU)."""

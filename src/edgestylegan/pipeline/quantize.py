@@ -69,6 +69,27 @@ def check_engine_fidelity(record: QuantizeRecord) -> None:
                         f"quantize.range_quantile), turn on quantize.accuracy_control, or lower quantize.min_psnr")
 
 
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where the system has no such file)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_ort_calibration_memory(needed: int, quantize: dict, available: int | None) -> None:
+    """Fail before minutes of NNCF calibration, not by the kernel's OOM kill after them, when ONNX Runtime's
+    histogram calibration (quantize.ort_calibration entropy / percentile) would not fit in memory."""
+    if available is not None and needed > 0.8 * available:
+        raise UserError(f"quantize.ort_calibration = {quantize['ort_calibration']} keeps every conv activation of "
+                        f"the {quantize['calibration_samples']} calibration samples in memory (~{needed / 2**30:.1f} "
+                        f"GiB, {available / 2**30:.1f} GiB available): use ort_calibration minmax, or fewer "
+                        f"quantize.calibration_samples")
+
+
 def _db(value: float | None) -> str:
     return "a non-finite value" if value is None else f"{value:.2f} dB"
 
@@ -145,6 +166,8 @@ def run_quantize(source: str = "operating_point", params_path: str | Path = "par
 
         start = time.perf_counter()
         fp32 = q.openvino_model(float_onnx)
+        if p["ort_calibration"] != "minmax":
+            check_ort_calibration_memory(q.ort_calibration_bytes(fp32, len(calibration)), p, available_memory())
         save_openvino_ir(q.nncf_quantize(fp32, calibration, p, validation, last_float), int8_xml,
                          gen.config, "int8",
                          {**info, "engine": "openvino"})

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..models.mobilestylegan import latents_from_seeds
+from ..runtimes.openvino_profile import CONV_TYPES
 from .tail_quantiles import nncf_quantile_reducer
 
 PSNR_CEILING_DB = 100.0
@@ -221,10 +222,11 @@ class _CalibrationReader:
 def ort_calibration_bytes(model, samples: int) -> int:
     """Bytes that ONNX Runtime's entropy and percentile calibrators hold at once for `samples` calibration inputs of
     the OpenVINO `model` (static batch 1): they keep every convolution's float32 input and output of every sample
-    until the last has run (its min-max calibrator reduces as it goes). The 1024² teacher: 0.8 GiB per sample."""
+    until the last has run (its min-max calibrator adds ReduceMin / ReduceMax to the graph and keeps only those).
+    The 1024² teacher: 0.8 GiB per sample."""
     seen, per_sample = set(), 0
     for op in model.get_ordered_ops():
-        if op.get_type_name() in ("Convolution", "GroupConvolution"):
+        if op.get_type_name() in CONV_TYPES:
             for port in (op.input_value(0), op.output(0)):
                 key = (port.get_node().get_friendly_name(), port.get_index())
                 if key not in seen:

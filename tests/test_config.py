@@ -96,6 +96,18 @@ def test_distillation_recovery_latents_are_checked_against_each_other(edit, mess
 
 
 @pytest.mark.parametrize("edit,message", [
+    ({"importance_samples": 8192}, "prune.importance_samples = 8192 exceeds prune.calibration_styles"),
+    ({"importance_samples": -1}, "prune.importance_samples"),
+    ({"importance_resolution": 200}, "prune.importance_resolution = 200 is not a power of two"),
+])
+def test_importance_params_are_checked(edit, message):
+    params = defaults()
+    params["prune"].update(edit)
+    with pytest.raises(ParamsError, match=message):
+        validate(params, ["prune"])
+
+
+@pytest.mark.parametrize("edit,message", [
     ({"range_quantile": 0.2}, r"quantize.range_quantile = 0.2 is out of range"),
     ({"range_quantile": 0.0}, r"quantize.range_quantile = 0.0 is out of range"),
     ({"range_estimator": "minmax", "range_quantile": 1e-2}, "applies only to quantize.range_estimator = mean_quantile"),

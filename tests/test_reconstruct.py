@@ -5,9 +5,11 @@ import csv
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from edgestylegan.artifacts.prune import PruneRecord, SensitivityProfile
 from edgestylegan.compress.allocation import ALLOCATIONS, LEVELS, allocate, lamp_scores
+from edgestylegan.compress.importance import output_importance
 from edgestylegan.compress.prune import select_targets
 from edgestylegan.compress.reconstruct import (layer_hessians, obs_prune, obs_prune_levels, relative_output_error,
                                                reconstruct_generator, reconstruct_with_hessians, refit_to_dense,
@@ -33,6 +35,38 @@ def test_obs_removes_exactly_the_count_and_beats_plain_masking():
     masked = weight.clone()
     masked.view(-1)[weight.abs().flatten().argsort()[:zeros]] = 0
     assert relative_output_error(weight, pruned, hessian) < 0.8 * relative_output_error(weight, masked, hessian)
+
+
+def test_row_weights_spare_the_rows_that_matter_downstream():
+    weight, hessian = _layer(rows=8, cols=64, seed=4)
+    importance = torch.tensor([100.0] * 4 + [1.0] * 4)
+    plain = obs_prune(weight, hessian, 256)
+    weighted = obs_prune(weight, hessian, 256, row_weights=importance)
+    assert int((weighted == 0).sum()) == 256
+
+    def image_error(pruned):
+        diff = (weight - pruned).double()
+        return float(torch.einsum("ri,ij,rj->r", diff, hessian, diff) @ importance.double())
+    assert image_error(weighted) < 0.8 * image_error(plain)
+    assert int((weighted[:4] != 0).sum()) > int((plain[:4] != 0).sum())
+
+
+def test_output_importance_is_zero_exactly_where_the_image_cannot_see(tiny_generator):
+    gen = copy.deepcopy(tiny_generator)
+    dwconv = gen.synthesis.blocks[0].conv1.conv
+    with torch.no_grad():
+        dwconv.pointwise.weight[:, 3] = 0            # channel 3 of the depthwise output reaches nothing
+    names = list(select_targets(gen, "all"))
+    styles = gen.style(latents_from_seeds(range(4), gen.style_dim))
+    importance = output_importance(gen, names, styles, gen.resolution // 2, progress=False)
+    state = gen.state_dict()
+    assert {n: tuple(v.shape) for n, v in importance.items()} == {n: (state[n].shape[0],) for n in names}
+    others = torch.arange(dwconv.depthwise.weight.shape[0]) != 3
+    for name in ("synthesis.blocks.0.conv1.conv.modulation.weight", "synthesis.blocks.0.conv1.conv.depthwise.weight"):
+        assert importance[name][3] == 0 and bool((importance[name][others] > 0).all()), name
+    assert all(p.requires_grad for p in gen.parameters())                   # left as it was
+    with pytest.raises(ValueError, match="must divide"):
+        output_importance(gen, names, styles, gen.resolution * 2, progress=False)
 
 
 def test_fixed_mask_is_kept_and_refit_lowers_the_error():
@@ -192,6 +226,7 @@ def test_profile_then_prune_stages_with_defaults(root, tmp_path, monkeypatch, ti
     profile = SensitivityProfile.read(paths.prune_profile)
     assert paths.prune_profile_figure.stat().st_size > 0 and profile.levels == list(LEVELS)
     assert paths.prune_hessians.is_file()
+    assert set(load_file(str(paths.prune_importance))) == set(select_targets(tiny_generator, "all"))
     assert run_stage(root, "prune", "--amount", "0.6") == 0
     record = PruneRecord.read(paths.prune_metrics(0.6))
     assert (record.allocation, record.recovery, record.values) == ("sensitivity", "reconstruct", "int8")
@@ -217,14 +252,17 @@ def test_profile_then_prune_stages_with_defaults(root, tmp_path, monkeypatch, ti
 def test_sequential_prune_stage(root, tmp_path, monkeypatch, tiny_generator):
     project = _project(tmp_path, tiny_generator, sequential=True, allocation="lamp", values="float32")
     monkeypatch.chdir(project)
-    assert run_stage(root, "prune", "--amount", "0.6") == 0               # lamp needs no profile
+    assert run_stage(root, "prune", "--amount", "0.6") == 2               # the output importance is the profile's
+    assert run_stage(root, "prune_profile") == 0
+    assert run_stage(root, "prune", "--amount", "0.6") == 0
     record = PruneRecord.read(Paths(project).prune_metrics(0.6))
     assert record.sparsity["targeted"] == pytest.approx(0.6, abs=1e-4) and record.values == "float32"
 
 
 def test_distill_recovery_stage_passes_its_params_and_keeps_the_masks(root, tmp_path, monkeypatch, tiny_generator):
     project = _project(tmp_path, tiny_generator, sequential=True, allocation="lamp", values="float32",
-                       recovery="distill", distill_steps=3, distill_samples=8, distill_batch_size=2)
+                       recovery="distill", distill_steps=3, distill_samples=8, distill_batch_size=2,
+                       importance_samples=0)                               # lamp, unweighted OBS: no profile needed
     monkeypatch.chdir(project)
     assert run_stage(root, "prune", "--amount", "0.6") == 0
     record = PruneRecord.read(Paths(project).prune_metrics(0.6))

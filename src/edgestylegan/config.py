@@ -310,6 +310,13 @@ SCHEMA["prune"] = {
                                    "stage prune_profile)"),
     "calibration_seed": Int(300000, low=0, high=2**31 - 1,
                             help="seeds calibration_seed .. + calibration_styles: disjoint from every evaluation seed"),
+    "importance_samples": Int(32, low=0,
+                              help="calibration latents (the first of calibration_styles) whose image gradients weigh "
+                                   "each layer's OBS mask choice by how much its output channels matter to the image "
+                                   "(stage prune_profile; 0 = every row alike, SparseGPT's own saliency)"),
+    "importance_resolution": Int(256, low=4, help="image size (px) the importance gradients are taken at (area "
+                                                  "downsampling, as the evaluation's eval.resolution); a power of "
+                                                  "two, capped at the base model's resolution"),
     "dampening": Float(0.01, low=0, high=1, open_low=True, help="OBS: fraction of the mean Hessian diagonal added"),
     "distill_steps": Int(800, low=0, help="recovery = distill: Adam steps per synthesis stage"),
     "distill_lr": Float(3.0e-4, low=0, open_low=True, help="recovery = distill: Adam learning rate (cosine to 0)"),
@@ -398,6 +405,13 @@ def _prune_rules(p: dict) -> None:
     if p["allocation"] == "sensitivity" and max(amounts) > SENSITIVITY_LEVELS[-1]:
         raise ParamsError(f"prune.allocation = sensitivity: prune.amounts {amounts} exceed the profile's largest level "
                           f"{SENSITIVITY_LEVELS[-1]}; use allocation uniform or lamp for higher amounts")
+    if p["importance_samples"] > p["calibration_styles"]:
+        raise ParamsError(f"prune.importance_samples = {p['importance_samples']} exceeds prune.calibration_styles = "
+                          f"{p['calibration_styles']} (the importance latents are the first calibration styles)")
+    resolution = p["importance_resolution"]
+    if resolution & (resolution - 1):
+        raise ParamsError(f"prune.importance_resolution = {resolution} is not a power of two (it must divide the base "
+                          f"model's resolution: e.g. 256)")
     if p["recovery"] == "distill" and p["distill_samples"] > p["calibration_styles"]:
         raise ParamsError(f"prune.distill_samples = {p['distill_samples']} exceeds prune.calibration_styles = "
                           f"{p['calibration_styles']} (the distillation latents are the first calibration styles)")

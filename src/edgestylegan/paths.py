@@ -74,6 +74,8 @@ class Paths:
     def prune_profile_figure(self) -> Path: return self.root / "reports" / "prune" / "sensitivity.png"
     @property
     def prune_hessians(self) -> Path: return self.root / "data" / "prune" / "hessians.safetensors"
+    @property
+    def prune_importance(self) -> Path: return self.root / "data" / "prune" / "importance.safetensors"
     def prune_cache(self, amount: float) -> Path: return self.root / "data" / "cache" / "prune" / amount_tag(amount)
     def prune_live(self, amount: float) -> Path: return self.root / "dvclive" / "prune" / amount_tag(amount)
 

@@ -4,7 +4,8 @@ Every targeted weight here acts linearly on its layer's input: a modulation ``nn
 or 3x3 ``nn.Conv2d`` on im2col patches of its (modulated) input, a depthwise conv on each channel's own 3x3 patch.
 So each layer's output error after pruning is a quadratic form in its weights with the Hessian H = X X^T of its
 inputs, and the OBS update (Optimal Brain Compression, Frantar et al. 2022; SparseGPT, Frantar & Alistarh 2023) prunes
-and re-fits the surviving weights in closed form.
+and re-fits the surviving weights in closed form. The mask choice may weigh each output row by how much it matters to
+the image (`compress.importance`), since a layer's rows differ far more in that than its own output error can tell.
 
 Written here from the papers: the libraries that implement SparseGPT (llm-compressor, the SparseGPT reference code)
 drive Hugging Face transformer layers (nn.Linear over token sequences) and do not handle depthwise convs, per-channel
@@ -59,21 +60,25 @@ def _dampened(hessian: torch.Tensor, dampening: float) -> tuple[torch.Tensor, to
 
 def obs_prune(weight: torch.Tensor, hessian: torch.Tensor, zeros: int, dampening: float = 0.01,
               block_size: int = 128, fixed_mask: torch.Tensor | None = None,
-              factor: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+              factor: tuple[torch.Tensor, torch.Tensor] | None = None,
+              row_weights: torch.Tensor | None = None) -> torch.Tensor:
     """SparseGPT on a [rows, cols] weight: `zeros` entries set to +0.0, the others re-fit to the dense output.
 
     hessian: [cols, cols] shared by every row, or [rows, cols, cols] (one per row: depthwise kernels). The mask is
     chosen per block of `block_size` columns by the OBS saliency w^2 / [H^-1]_jj^2, the block's share of `zeros` in
     proportion to its width, so exactly `zeros` entries are removed; `fixed_mask` (True = keep) skips that choice and
     only re-fits. dampening: fraction of the mean Hessian diagonal added to it (as in SparseGPT); `factor`: a
-    precomputed `inverse_hessian_factor(hessian, dampening)`. Returns a new float32 tensor; the input is unchanged.
+    precomputed `inverse_hessian_factor(hessian, dampening)`; `row_weights` ([rows]): each row's saliency is multiplied
+    by its weight (how much that output channel matters downstream: `compress.importance`). Returns a new float32
+    tensor; the input is unchanged.
     """
-    return obs_prune_levels(weight, hessian, [zeros], dampening, block_size, fixed_mask, factor)[0]
+    return obs_prune_levels(weight, hessian, [zeros], dampening, block_size, fixed_mask, factor, row_weights)[0]
 
 
 def obs_prune_levels(weight: torch.Tensor, hessian: torch.Tensor, zeros: list[int], dampening: float = 0.01,
                      block_size: int = 128, fixed_mask: torch.Tensor | None = None,
-                     factor: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                     factor: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     row_weights: torch.Tensor | None = None) -> torch.Tensor:
     """`obs_prune` at several zero counts at once (one column sweep over a [len(zeros), rows, cols] stack)."""
     rows, cols = weight.shape
     for count in zeros:
@@ -85,6 +90,7 @@ def obs_prune_levels(weight: torch.Tensor, hessian: torch.Tensor, zeros: list[in
     levels = len(zeros)
     w = weight.detach().to(torch.float32).expand(levels, rows, cols).clone()
     w[:, dead.expand(rows, cols)] = 0.0
+    row_weights = None if row_weights is None else row_weights.to(torch.float32).view(1, rows, 1)
 
     removed_so_far = torch.zeros(levels, dtype=torch.long)
     for start in range(0, cols, block_size):
@@ -96,7 +102,8 @@ def obs_prune_levels(weight: torch.Tensor, hessian: torch.Tensor, zeros: list[in
         if fixed_mask is not None:
             prune_here = (~fixed_mask[:, start:end].to(torch.bool)).expand(levels, rows, width)
         else:
-            saliency = (w_block.square() / d.square()).reshape(levels, -1)
+            saliency = w_block.square() / d.square()
+            saliency = (saliency if row_weights is None else saliency * row_weights).reshape(levels, -1)
             order = torch.argsort(saliency, dim=1, stable=True)
             prune_here = torch.zeros(levels, rows * width, dtype=torch.bool)
             for level, count in enumerate(zeros):
@@ -246,13 +253,14 @@ def refit_to_dense(weight: torch.Tensor, hessian: torch.Tensor, cross: torch.Ten
 
 
 def _prune_layer_(module: nn.Module, hessian: torch.Tensor, zeros: int, dampening: float,
-                  fixed_mask: torch.Tensor | None, cross: torch.Tensor | None = None) -> None:
+                  fixed_mask: torch.Tensor | None, cross: torch.Tensor | None = None,
+                  row_weights: torch.Tensor | None = None) -> None:
     weight = module.weight
     rows, cols = weight.shape[0], weight[0].numel()     # depthwise [I, 1, k, k]: one row (and Hessian) per channel
     mask2d = None if fixed_mask is None else fixed_mask.reshape(rows, cols)
     start = weight.reshape(rows, cols) if cross is None else refit_to_dense(weight.reshape(rows, cols), hessian,
                                                                              cross, dampening)
-    new = obs_prune(start, hessian, zeros, dampening, fixed_mask=mask2d)
+    new = obs_prune(start, hessian, zeros, dampening, fixed_mask=mask2d, row_weights=row_weights)
     with torch.no_grad():
         weight.copy_(new.view_as(weight))
 
@@ -356,43 +364,45 @@ def layer_hessians(gen: Generator, names: list[str], styles: torch.Tensor, image
 def reconstruct_generator(gen: Generator, zeros: dict[str, int], styles: torch.Tensor, image_styles: torch.Tensor,
                           dampening: float = 0.01, positions: int = 65536, seed: int = 0,
                           fixed_masks: dict[str, torch.Tensor] | None = None, batch_size: int = 2,
-                          progress: bool = True) -> dict[str, float]:
+                          progress: bool = True, importance: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """Prune `gen`'s synthesis weights in place, sequentially: `zeros[name]` entries of each named tensor (names as in
     `gen.state_dict()`), every survivor re-fit by OBS on inputs that the already-pruned layers produce.
 
     styles: [N, style_dim] w's for the modulation linears' shared Hessian; image_styles: [M, style_dim] w's whose
     forward passes calibrate the convolutions (at most `positions` random pixels per image and layer), each conv
     re-fit towards the dense model's output of that layer (module docstring). fixed_masks (name -> bool, True = keep):
-    keep those masks and only re-fit. Returns {name: relative output error of the layer on its calibration inputs}
+    keep those masks and only re-fit. importance (name -> [rows], `compress.importance.output_importance`): weigh each
+    layer's mask choice by how much its output channels matter to the image (None: every row alike). Returns {name: relative output error of the layer on its calibration inputs}
     (||W X_d - W' X||^2 / ||W X_d||^2 from the moments; X_d = X for the modulation linears).
     """
     errors: dict[str, float] = {}
     _calibrate(gen, list(zeros), styles, image_styles, positions, seed, batch_size,
-               _pruner(zeros, dampening, fixed_masks or {}, errors), True, progress, "reconstruct")
+               _pruner(zeros, dampening, fixed_masks or {}, errors, importance or {}), True, progress, "reconstruct")
     return errors
 
 
 def reconstruct_with_hessians(gen: Generator, zeros: dict[str, int], hessians: dict[str, torch.Tensor],
                               dampening: float = 0.01, fixed_masks: dict[str, torch.Tensor] | None = None,
-                              progress: bool = True) -> dict[str, float]:
+                              progress: bool = True, importance: dict[str, torch.Tensor] | None = None
+                              ) -> dict[str, float]:
     """`reconstruct_generator` in one shot: every layer re-fit on the dense model's inputs (`layer_hessians`, computed
     once for every amount) instead of the pruned predecessors' outputs."""
     missing = set(zeros) - set(hessians)
     if missing:
         raise ValueError(f"no calibration Hessian for {sorted(missing)}")
     errors: dict[str, float] = {}
-    prune = _pruner(zeros, dampening, fixed_masks or {}, errors)
+    prune = _pruner(zeros, dampening, fixed_masks or {}, errors, importance or {})
     modules = _synthesis_weights(gen)
     for name in tqdm([n for n in modules if n in zeros], desc="reconstruct", unit="layer", disable=not progress):
         prune(name, modules[name], hessians[name])
     return errors
 
 
-def _pruner(zeros: dict[str, int], dampening: float, fixed_masks: dict, errors: dict):
+def _pruner(zeros: dict[str, int], dampening: float, fixed_masks: dict, errors: dict, importance: dict):
     def prune(name, module, hessian, to_dense=None):
         dense = module.weight.detach().clone()
         cross = None if to_dense is None else to_dense[0]
-        _prune_layer_(module, hessian, zeros[name], dampening, fixed_masks.get(name), cross)
+        _prune_layer_(module, hessian, zeros[name], dampening, fixed_masks.get(name), cross, importance.get(name))
         errors[name] = relative_output_error(dense, module.weight.detach(), hessian, to_dense)
     return prune
 

@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..io.atomic import atomic_path, write_text
 from ..metrics.accounting import state_dicts_equal
 from ..paths import Paths
-from .prune_profile import base_model, calibration_styles, read_hessians
+from .prune_profile import base_model, calibration_styles, read_hessians, read_importance
 
 
 def run_prune(amount: float, params_path: str | Path = "params.yaml", root: str | Path = ".") -> PruneRecord:
@@ -57,13 +57,16 @@ def run_prune(amount: float, params_path: str | Path = "params.yaml", root: str 
             masked_sel = select_targets(masked, p["targets"])
             mask_prune_(masked_sel, zeros, "random", p["seed"])
             fixed = {n: getattr(m, a) != 0 for n, (m, a) in masked_sel.items()}
+        importance = read_importance(paths) if p["importance_samples"] else None
         start = time.perf_counter()
         if p["sequential"]:
             styles = calibration_styles(gen, p)
             errors = reconstruct_generator(gen, zeros, styles, styles[:p["calibration_images"]], p["dampening"],
-                                           p["calibration_positions"], p["calibration_seed"], fixed_masks=fixed)
+                                           p["calibration_positions"], p["calibration_seed"], fixed_masks=fixed,
+                                           importance=importance)
         else:
-            errors = reconstruct_with_hessians(gen, zeros, hessians, p["dampening"], fixed_masks=fixed)
+            errors = reconstruct_with_hessians(gen, zeros, hessians, p["dampening"], fixed_masks=fixed,
+                                               importance=importance)
         seconds["reconstruct"] = time.perf_counter() - start
     if p["recovery"] == "distill":
         start = time.perf_counter()

@@ -1,5 +1,6 @@
-"""Stage prune_profile: the per-layer sensitivity profile that prune.allocation = sensitivity splits the budget by;
-and the base model and calibration set that every prune stage shares."""
+"""Stage prune_profile: the per-layer sensitivity profile that prune.allocation = sensitivity splits the budget by,
+the layers' input Hessians and output importance that every prune stage's reconstruction uses; and the base model and
+calibration set that every prune stage shares."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ from safetensors.torch import load_file
 
 from ..artifacts.prune import SensitivityProfile
 from ..compress.allocation import LEVELS
+from ..compress.importance import output_importance
 from ..compress.prune import layer_group, select_targets
 from ..compress.reconstruct import layer_hessians, sensitivity_profile
 from ..config import load_params
@@ -41,6 +43,7 @@ def run_prune_profile(params_path: str | Path = "params.yaml", root: str | Path 
     gen = base_model(paths, p)
     selected = select_targets(gen, p["targets"])
     styles = calibration_styles(gen, p)
+    importance = _importance(gen, list(selected), styles, p)
     hessians = layer_hessians(gen, list(selected), styles, styles[:p["calibration_images"]],
                               p["calibration_positions"], p["calibration_seed"])
     state = gen.state_dict()
@@ -50,13 +53,35 @@ def run_prune_profile(params_path: str | Path = "params.yaml", root: str | Path 
                                          for n in selected})
     write_safetensors(paths.prune_hessians, {n: h.to(torch.float32).contiguous() for n, h in hessians.items()},
                       {"base": profile.base, "targets": p["targets"]})
+    write_safetensors(paths.prune_importance, importance,
+                      {"base": profile.base, "samples": str(p["importance_samples"]),
+                       "resolution": str(p["importance_resolution"])})
     sensitivity_curves(profile.levels, profile.layers, paths.prune_profile_figure)
     profile.write(paths.prune_profile)
     return profile
 
 
+def _importance(gen: Generator, names: list[str], styles: torch.Tensor, p: dict) -> dict[str, torch.Tensor]:
+    """Output importance of every targeted layer on the first prune.importance_samples calibration styles ({} if 0)."""
+    if p["importance_samples"] == 0:
+        return {}
+    resolution = min(p["importance_resolution"], gen.resolution)
+    if gen.resolution % resolution:
+        raise UserError(f"prune.importance_resolution = {resolution} must divide the {p['base']}'s resolution "
+                        f"{gen.resolution}; set it to a power of two")
+    return output_importance(gen, names, styles[:p["importance_samples"]], resolution, p["calibration_seed"])
+
+
 def read_hessians(paths: Paths) -> dict[str, torch.Tensor]:
-    path = paths.prune_hessians
+    return _read(paths.prune_hessians)
+
+
+def read_importance(paths: Paths) -> dict[str, torch.Tensor]:
+    """Stage prune_profile's output importance per targeted layer ({} when prune.importance_samples was 0)."""
+    return _read(paths.prune_importance)
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise UserError(f"{path} not found: run `dvc repro prune_profile`")
     return load_file(str(path))

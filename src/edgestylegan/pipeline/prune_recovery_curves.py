@@ -55,7 +55,7 @@ def run_prune_recovery_curves(recoveries: list[str], params_path: str | Path = "
         scratch = Paths(Path(tmp))
         base = raw["prune"]["base"]
         link_inputs(paths, scratch, [paths.base_model(base), paths.teacher_model, paths.eval_reference,
-                                     paths.prune_profile, paths.prune_hessians],
+                                     paths.prune_profile, paths.prune_hessians, paths.prune_importance],
                     "`dvc repro eval_reference prune_profile` (and the prune.base's stage)")
         for recovery in recoveries:
             params = scratch.root / f"params_{recovery}.yaml"

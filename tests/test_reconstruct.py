@@ -13,7 +13,7 @@ from edgestylegan.compress.importance import output_importance
 from edgestylegan.compress.prune import select_targets
 from edgestylegan.compress.reconstruct import (layer_hessians, obs_prune, obs_prune_levels, relative_output_error,
                                                reconstruct_generator, reconstruct_with_hessians, refit_to_dense,
-                                               sensitivity_profile)
+                                               sensitivity_profile, weight_levels_for_error)
 from edgestylegan.compress.sparse import WEIGHT_LEVELS, load_sparse_generator
 from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.models.mobilestylegan import latents_from_seeds
@@ -271,3 +271,17 @@ def test_distill_recovery_stage_passes_its_params_and_keeps_the_masks(root, tmp_
                         "lr": 3e-4}
     assert record.distill["complete"] and record.distill["masks_intact"]
     assert record.sparsity["targeted"] == pytest.approx(0.6, abs=1e-4) and record.seconds["distill"] > 0
+
+
+def test_importance_sizes_the_int8_levels_by_the_image_error():
+    weight, hessian = _layer(rows=8, cols=64, seed=5)
+    pruned = obs_prune(weight, hessian, 256)
+    unweighted = weight_levels_for_error({"w": pruned}, {"w": weight}, {"w": hessian}, 0.05)
+    # every row's weight scaled alike: the same choice
+    flat = weight_levels_for_error({"w": pruned}, {"w": weight}, {"w": hessian}, 0.05, {"w": torch.full((8,), 7.0)})
+    assert flat == unweighted
+    # the pruning error sits in rows that do not matter, the rounding error in every row: more levels needed
+    importance = torch.ones(8)
+    importance[(weight - pruned).square().sum(dim=1).argsort()[:4]] = 1e4
+    weighted = weight_levels_for_error({"w": pruned}, {"w": weight}, {"w": hessian}, 0.05, {"w": importance})
+    assert weighted["w"] > unweighted["w"]

@@ -372,8 +372,9 @@ def reconstruct_generator(gen: Generator, zeros: dict[str, int], styles: torch.T
     forward passes calibrate the convolutions (at most `positions` random pixels per image and layer), each conv
     re-fit towards the dense model's output of that layer (module docstring). fixed_masks (name -> bool, True = keep):
     keep those masks and only re-fit. importance (name -> [rows], `compress.importance.output_importance`): weigh each
-    layer's mask choice by how much its output channels matter to the image (None: every row alike). Returns {name: relative output error of the layer on its calibration inputs}
-    (||W X_d - W' X||^2 / ||W X_d||^2 from the moments; X_d = X for the modulation linears).
+    layer's mask choice by how much its output channels matter to the image (None: every row alike). Returns
+    {name: relative output error of the layer on its calibration inputs} (||W X_d - W' X||^2 / ||W X_d||^2 from the
+    moments; X_d = X for the modulation linears).
     """
     errors: dict[str, float] = {}
     _calibrate(gen, list(zeros), styles, image_styles, positions, seed, batch_size,
@@ -454,21 +455,34 @@ def relative_output_error(dense: torch.Tensor, pruned: torch.Tensor, hessian: to
 
 
 def weight_levels_for_error(weights: dict[str, torch.Tensor], dense: dict[str, torch.Tensor],
-                            hessians: dict[str, torch.Tensor], ratio: float) -> dict[str, int]:
+                            hessians: dict[str, torch.Tensor], ratio: float,
+                            importance: dict[str, torch.Tensor] | None = None) -> dict[str, int]:
     """Name -> the fewest levels in `WEIGHT_LEVELS` whose per-row rounding of the (pruned) `weights[name]` adds at most
     `ratio` x the output error that pruning left in that layer: ||(W' - Q(W')) X||^2 <= ratio x ||(W - W') X||^2 for
     the dense weights W, from the layer's calibration Hessian H = X X^T; 127 where no level does (or the layer is
     dense). Rounding errors are independent of the pruning error, so the layer's error grows by at most that
-    fraction: a heavily pruned layer is stored with few bits, a lightly pruned one keeps 8."""
+    fraction: a heavily pruned layer is stored with few bits, a lightly pruned one keeps 8. With `importance`
+    (name -> [rows]) both errors are the image's (each row's counted by its output importance, as the mask choice):
+    the masks move the pruning error to the rows that matter least, where an unweighted budget would let the rounding
+    spread onto the rows that matter most."""
     levels = {}
     for name, weight in weights.items():
         hessian = hessians[name]
-        pruning_error = output_energy(dense[name].to(torch.float64) - weight.to(torch.float64), hessian)
+        row_scale = _row_scale(weight, None if importance is None else importance.get(name))
+        pruning_error = output_energy(row_scale * (dense[name].to(torch.float64) - weight.to(torch.float64)), hessian)
         levels[name] = 127
         for candidate in WEIGHT_LEVELS:
             q, scale = quantize_int8(weight, levels=candidate)
             rounding = weight.to(torch.float64) - dequantize_int8(q, scale).to(torch.float64)
-            if output_energy(rounding, hessian) <= ratio * pruning_error:
+            if output_energy(row_scale * rounding, hessian) <= ratio * pruning_error:
                 levels[name] = candidate
                 break
     return levels
+
+
+def _row_scale(weight: torch.Tensor, row_weights: torch.Tensor | None) -> torch.Tensor | float:
+    """sqrt(row weight) shaped to multiply `weight`'s rows (1.0 without weights): ||scale * dW X||^2 counts row r's
+    error times its weight."""
+    if row_weights is None:
+        return 1.0
+    return row_weights.to(torch.float64).sqrt().view(-1, *([1] * (weight.dim() - 1)))

@@ -37,6 +37,8 @@ def run_prune(amount: float, params_path: str | Path = "params.yaml", root: str 
     selected = select_targets(gen, p["targets"])
     sizes_int8 = p["values"] == "int8" and p["int8_error_ratio"] > 0
     hessians = _hessians(paths, p, sizes_int8)
+    weighs_rows = p["importance_samples"] > 0 and (p["recovery"] != "none" or sizes_int8)
+    importance = read_importance(paths) if weighs_rows else None
     dense_weights = {n: getattr(m, a).detach().clone() for n, (m, a) in selected.items()} if sizes_int8 else None
     seconds = dict.fromkeys(("allocation", "reconstruct", "distill"), 0.0)
 
@@ -57,7 +59,6 @@ def run_prune(amount: float, params_path: str | Path = "params.yaml", root: str 
             masked_sel = select_targets(masked, p["targets"])
             mask_prune_(masked_sel, zeros, "random", p["seed"])
             fixed = {n: getattr(m, a) != 0 for n, (m, a) in masked_sel.items()}
-        importance = read_importance(paths) if p["importance_samples"] else None
         start = time.perf_counter()
         if p["sequential"]:
             styles = calibration_styles(gen, p)
@@ -83,7 +84,7 @@ def run_prune(amount: float, params_path: str | Path = "params.yaml", root: str 
     levels = None
     if sizes_int8:
         levels = weight_levels_for_error({n: getattr(m, a).detach() for n, (m, a) in selected.items()},
-                                         dense_weights, hessians, p["int8_error_ratio"])
+                                         dense_weights, hessians, p["int8_error_ratio"], importance)
     if p["values"] == "int8":
         gen = int8_weight_roundtrip(gen, levels)
     report = sparsity_report(gen, list(selected))

@@ -218,26 +218,27 @@ class RowsRunner:
             self.model.reshape(shapes)
         self.precision, self.threads, self.concurrent = precision, threads, concurrent
         self.latency = compile_openvino(self.model, precision, threads)
-        self._throughput = None
+        self._throughput, self._requests = None, []
 
     def __call__(self, rows: list[dict]) -> np.ndarray:
         if len(rows) == 1 or not self.concurrent:
             return np.concatenate([self.latency(row)[0] for row in rows])
-        import openvino as ov
-
         if self._throughput is None:
             self._throughput = compile_openvino(self.model, self.precision, self.threads, hint="THROUGHPUT")
-        queue = ov.AsyncInferQueue(self._throughput,
-                                   self._throughput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        outputs: list = [None] * len(rows)
-
-        def keep(request, index: int) -> None:
-            outputs[index] = request.get_output_tensor(0).data.copy()
-
-        queue.set_callback(keep)
-        for index, row in enumerate(rows):
-            queue.start_async(row, index)
-        queue.wait_all()
+            count = self._throughput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+            self._requests = [self._throughput.create_infer_request() for _ in range(count)]
+        # Plain requests, started and waited here, not an AsyncInferQueue with a Python callback: such callbacks run
+        # on OpenVINO's threads and take the GIL, and once (test suite, 2-core EPYC) freeing the compiled model then
+        # hung for good: the main thread, holding the GIL, joined an OpenVINO thread that was waiting for it.
+        outputs = []
+        for start in range(0, len(rows), len(self._requests)):
+            chunk = rows[start:start + len(self._requests)]
+            running = self._requests[:len(chunk)]
+            for request, row in zip(running, chunk):
+                request.start_async(row)
+            for request in running:
+                request.wait()
+                outputs.append(request.get_output_tensor(0).data.copy())
         return np.concatenate(outputs)
 
 

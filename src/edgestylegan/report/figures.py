@@ -41,7 +41,7 @@ def metric_vs_sparsity(rows: list[dict], protocol: dict, path: Path) -> str:
         raise NoData("no pruned variant in report.variants")
     teacher = next((r for r in rows if r["kind"] == "teacher"), None)
     x = [100 * r["sparsity_synthesis"] for r in pts]
-    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
     a1.plot(x, [r[fd] for r in pts], "o-", label=fd)
     for r, xi in zip(pts, x):
         a1.annotate(r["variant"], (xi, r[fd]), textcoords="offset points", xytext=(4, 4), fontsize=7)

@@ -56,9 +56,10 @@ def test_output_importance_is_zero_exactly_where_the_image_cannot_see(tiny_gener
     dwconv = gen.synthesis.blocks[0].conv1.conv
     with torch.no_grad():
         dwconv.pointwise.weight[:, 3] = 0            # channel 3 of the depthwise output reaches nothing
-    names = list(select_targets(gen, "all"))
+    owners = {n: m for n, (m, _) in select_targets(gen, "all").items()}
+    names = list(owners)
     styles = gen.style(latents_from_seeds(range(4), gen.style_dim))
-    importance = output_importance(gen, names, styles, gen.resolution // 2, progress=False)
+    importance = output_importance(gen, owners, styles, gen.resolution // 2, progress=False)
     state = gen.state_dict()
     assert {n: tuple(v.shape) for n, v in importance.items()} == {n: (state[n].shape[0],) for n in names}
     others = torch.arange(dwconv.depthwise.weight.shape[0]) != 3
@@ -66,7 +67,7 @@ def test_output_importance_is_zero_exactly_where_the_image_cannot_see(tiny_gener
         assert importance[name][3] == 0 and bool((importance[name][others] > 0).all()), name
     assert all(p.requires_grad for p in gen.parameters())                   # left as it was
     with pytest.raises(ValueError, match="must divide"):
-        output_importance(gen, names, styles, gen.resolution * 2, progress=False)
+        output_importance(gen, owners, styles, gen.resolution * 2, progress=False)
 
 
 def test_fixed_mask_is_kept_and_refit_lowers_the_error():

@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from ..models.mobilestylegan import Generator
 
 
-def output_importance(gen: Generator, names: list[str], styles: torch.Tensor, resolution: int, seed: int = 0,
-                      batch_size: int = 2, progress: bool = True) -> dict[str, torch.Tensor]:
-    """{weight name: [rows] mean over `styles` of the squared image gradient at each output channel of that layer},
-    the image area-downsampled to `resolution` px. `names` as in `gen.state_dict()` (synthesis weights)."""
+def output_importance(gen: Generator, owners: dict[str, nn.Module], styles: torch.Tensor, resolution: int,
+                      seed: int = 0, batch_size: int = 2, progress: bool = True) -> dict[str, torch.Tensor]:
+    """{weight name: [rows] mean over `styles` of the squared image gradient at each output channel of the layer
+    `owners[name]` of `gen`}, the image area-downsampled to `resolution` px."""
     if resolution > gen.resolution or gen.resolution % resolution:
         raise ValueError(f"importance resolution {resolution} must divide the model's {gen.resolution}")
-    modules = dict(gen.named_modules())
-    owners = {name: modules[name.removesuffix(".weight")] for name in names}
     outputs: dict[str, torch.Tensor] = {}
 
     def keep(name):

@@ -43,7 +43,8 @@ def run_prune_profile(params_path: str | Path = "params.yaml", root: str | Path 
     gen = base_model(paths, p)
     selected = select_targets(gen, p["targets"])
     styles = calibration_styles(gen, p)
-    importance = _importance(gen, list(selected), styles, p)
+    resolution = min(p["importance_resolution"], gen.resolution)   # both powers of two: it divides
+    importance = _importance(gen, {n: m for n, (m, _) in selected.items()}, styles, resolution, p)
     hessians = layer_hessians(gen, list(selected), styles, styles[:p["calibration_images"]],
                               p["calibration_positions"], p["calibration_seed"])
     state = gen.state_dict()
@@ -54,22 +55,17 @@ def run_prune_profile(params_path: str | Path = "params.yaml", root: str | Path 
     write_safetensors(paths.prune_hessians, {n: h.to(torch.float32).contiguous() for n, h in hessians.items()},
                       {"base": profile.base, "targets": p["targets"]})
     write_safetensors(paths.prune_importance, importance,
-                      {"base": profile.base, "samples": str(p["importance_samples"]),
-                       "resolution": str(p["importance_resolution"])})
+                      {"base": profile.base, "samples": str(p["importance_samples"]), "resolution": str(resolution)})
     sensitivity_curves(profile.levels, profile.layers, paths.prune_profile_figure)
     profile.write(paths.prune_profile)
     return profile
 
 
-def _importance(gen: Generator, names: list[str], styles: torch.Tensor, p: dict) -> dict[str, torch.Tensor]:
+def _importance(gen: Generator, owners: dict, styles: torch.Tensor, resolution: int, p: dict) -> dict:
     """Output importance of every targeted layer on the first prune.importance_samples calibration styles ({} if 0)."""
     if p["importance_samples"] == 0:
         return {}
-    resolution = min(p["importance_resolution"], gen.resolution)
-    if gen.resolution % resolution:
-        raise UserError(f"prune.importance_resolution = {resolution} must divide the {p['base']}'s resolution "
-                        f"{gen.resolution}; set it to a power of two")
-    return output_importance(gen, names, styles[:p["importance_samples"]], resolution, p["calibration_seed"])
+    return output_importance(gen, owners, styles[:p["importance_samples"]], resolution, p["calibration_seed"])
 
 
 def read_hessians(paths: Paths) -> dict[str, torch.Tensor]:

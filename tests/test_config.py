@@ -110,7 +110,7 @@ def test_importance_params_are_checked(edit, message):
 @pytest.mark.parametrize("edit,message", [
     ({"range_quantile": 0.2}, r"quantize.range_quantile = 0.2 is out of range"),
     ({"range_quantile": 0.0}, r"quantize.range_quantile = 0.0 is out of range"),
-    ({"range_estimator": "minmax", "range_quantile": 1e-2}, "applies only to quantize.range_estimator = mean_quantile"),
+    ({"range_estimator": "minmax", "range_quantile": 1e-2}, "applies only to quantize.range_estimator quantile or mean_quantile"),
     ({"student_float_last_blocks": -1}, "quantize.student_float_last_blocks"),
     ({"cle_alpha": -0.5}, r"quantize.cle_alpha = -0.5 must be in \[0, 1\] \(or -1"),
     ({"cle_alpha": 1.5}, r"quantize.cle_alpha = 1.5 is out of range"),

@@ -84,6 +84,32 @@ def test_range_quantile_clips_the_activation_ranges(setup, float_onnx):
     assert np.all(narrow <= wide * (1 + 1e-6)) and np.mean(narrow < wide * 0.99) > 0.5, (narrow, wide)
 
 
+def _ranges_by_kind(model) -> dict[str, list[np.ndarray]]:
+    """Every activation FakeQuantize's (low, high) input range, split into per-channel and per-tensor quantizers."""
+    out = {"per_channel": [], "per_tensor": []}
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "FakeQuantize" and op.input_value(0).get_node().get_type_name() != "Constant":
+            low, high = (op.input_value(i).get_node().get_data().ravel() for i in (1, 2))
+            out["per_channel" if low.size > 1 else "per_tensor"].append(np.stack([low, high]))
+    return out
+
+
+def test_quantile_estimator_covers_every_calibration_style_per_channel(setup, float_onnx):
+    """`quantile` leaves NNCF's own aggregation per quantizer kind: per-tensor ranges are mean_quantile's, the
+    per-channel ones (depthwise inputs, scaled by each latent's styles) span every calibration image's quantiles."""
+    recipe = {**DEFAULTS, "float_blocks": 0, "overflow_fix": "disable"}
+    cal = q.styles_inputs(0, 8, 32, 1.0)
+    spanning, mean = (_ranges_by_kind(q.nncf_quantize(q.openvino_model(float_onnx), cal,
+                                                      {**recipe, "range_estimator": estimator}))
+                      for estimator in ("quantile", "mean_quantile"))
+    assert len(spanning["per_channel"]) > 0 and len(spanning["per_tensor"]) > 0
+    for a, b in zip(spanning["per_tensor"], mean["per_tensor"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    wider = [(a[0] <= b[0] + 1e-6).all() and (a[1] >= b[1] - 1e-6).all() and (a[1] - a[0] > (b[1] - b[0]) * 1.01).any()
+             for a, b in zip(spanning["per_channel"], mean["per_channel"], strict=True)]
+    assert all(wider), wider
+
+
 def _int8_dot_weight_bounds(model) -> list[int]:
     """max |int8 weight| of every op that runs an int8 dot product over input channels (a Convolution or MatMul whose
     activation input is quantized): from the weight FakeQuantize's levels where the weights are fake-quantized, else
@@ -401,3 +427,46 @@ def test_only_a_student_keeps_its_last_blocks_float():
     assert quantize_pipeline.float_last_blocks(p, "student", {}) == 2          # quantize_student reads no prune key
     assert quantize_pipeline.float_last_blocks(p, "operating_point", {"base": "student"}) == 2
     assert quantize_pipeline.float_last_blocks(p, "operating_point", {"base": "teacher"}) == 0
+
+
+def test_quantizer_sensitivity_bypasses_and_emulates_the_quantizers(setup, float_onnx, tmp_path):
+    import shutil
+
+    import openvino as ov
+
+    from edgestylegan.pipeline import quantize_sensitivity as sens
+    from edgestylegan.runtimes.onnx import compile_openvino, save_openvino_ir
+
+    recipe = {**DEFAULTS, "float_blocks": 0}
+    paths = Paths(tmp_path)
+    paths.float_onnx().parent.mkdir(parents=True)
+    shutil.copy(float_onnx, paths.float_onnx())
+    xml = save_openvino_ir(q.nncf_quantize(q.openvino_model(float_onnx), q.styles_inputs(0, 8, 32, 1.0), recipe),
+                           paths.int8_model("openvino"), setup.config, "int8")
+    names = {op.get_friendly_name() for op in sens.activation_quantizers(ov.Core().read_model(str(xml)))}
+    assert len(names) > 2
+    assert sens.activation_quantizers(sens.with_active_quantizers(xml, set())) == []
+    one = sorted(names)[0]
+    assert [op.get_friendly_name() for op in sens.activation_quantizers(sens.with_active_quantizers(xml, {one}))] == [one]
+
+    model = ov.Core().read_model(str(xml))                   # The emulation is OpenVINO's own FakeQuantize.
+    quantizers = sens.activation_quantizers(model)
+    first = len(model.outputs)
+    model.add_outputs([o for op in quantizers for o in (op.input_value(0), op.output(0))])
+    result = compile_openvino(model)(q.styles_inputs(100, 1, 32, 1.0)[0])
+    for i, op in enumerate(quantizers):
+        low, high = (op.input_value(k).get_node().get_data() for k in (1, 2))
+        _, emulated = sens.fake_quantize(result[first + 2 * i], low, high, op.get_levels())
+        step = float(np.max(high - low)) / (op.get_levels() - 1)
+        off = np.abs(emulated - result[first + 2 * i + 1])     # float32 vs float64 ties may land one level apart
+        assert off.max() <= 1.001 * step and np.mean(off > 0.01 * step) < 0.01, op.get_friendly_name()
+
+    params = tmp_path / "params.yaml"
+    params.write_text(Path("params.yaml").read_text())
+    rows = sens.run_quantize_sensitivity(params, tmp_path, threads=1)
+    assert {r["quantizer"] for r in rows} == names
+    text = (paths.reports / "benchmarks" / "quantize_sensitivity.md").read_text()
+    none = float(text.split("none active (int8 weights only, float activations): ")[1].split(" dB")[0])
+    every = float(text.split("every activation quantizer active (the int8 model): ")[1].split(" dB")[0])
+    assert none > every and all(every - 0.5 < r["psnr_db_without"] and r["psnr_db_alone"] < none + 0.5 for r in rows)
+    assert all(r["sqnr_db_rounding"] > 0 and r["sqnr_db_clipping"] > 0 for r in rows)

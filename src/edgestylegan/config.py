@@ -21,7 +21,8 @@ from .errors import ParamsError
 
 AUGMENT_POLICIES = ("color", "translation", "cutout", "flip")   # DiffAugment transforms (distill.augment)
 # quantize: NNCF activation range estimators, ONNX Runtime calibration methods, op types NNCF may be told to leave float
-RANGE_ESTIMATORS = ("default", "minmax", "mean_minmax", "mean_quantile", "median_minmax", "histogram")
+RANGE_ESTIMATORS = ("default", "minmax", "mean_minmax", "quantile", "mean_quantile", "median_minmax", "histogram")
+QUANTILE_ESTIMATORS = ("quantile", "mean_quantile")   # the ones quantize.range_quantile applies to
 ORT_CALIBRATIONS = ("minmax", "entropy", "percentile")
 FLOAT_OP_TYPES = ("MatMul", "Add", "Subtract", "Multiply", "DepthToSpace", "GroupConvolution")
 SENSITIVITY_LEVELS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)   # sparsities of the per-layer pruning profile
@@ -356,12 +357,15 @@ SCHEMA["quantize"] = {
                        help="cross-layer equalization of every style -> depthwise -> pointwise chain before export "
                             "(compress.equalize; exact in float): the depthwise -> pointwise balance in [0, 1] "
                             "(SmoothQuant's alpha), -1: off"),
-    "range_estimator": Choice(*RANGE_ESTIMATORS, default="mean_quantile",
-                              help="NNCF activation range estimator (default: NNCF's own for the preset; mean_quantile "
-                                   "clips the rare outliers: coarser for them, finer steps for every other image)"),
+    "range_estimator": Choice(*RANGE_ESTIMATORS, default="quantile",
+                              help="NNCF activation range estimator (default: NNCF's own for the preset; quantile: "
+                                   "per-image tail quantiles, their mean over the calibration images for per-tensor "
+                                   "quantizers and their min / max for per-channel ones; mean_quantile: the mean for "
+                                   "both, which clips the depthwise inputs of latents with larger styles)"),
     "range_quantile": Float(1.0e-3, low=1.0e-6, high=0.05,
-                            help="range_estimator mean_quantile: the tail probability clipped on each side of every "
-                                 "activation's per-image range (NNCF's own: 1e-4; more clipping, finer steps)"),
+                            help="range_estimator quantile / mean_quantile: the tail probability clipped on each side "
+                                 "of every activation's per-image range (NNCF's own: 1e-4; more clipping, finer "
+                                 "steps)"),
     "overflow_fix": Choice("enable", "first_layer", "disable", default="enable",
                            help="7-bit weights so u8 x s8 pair sums cannot saturate on CPUs without VNNI: enable "
                                 "(every layer: safe on any x86 CPU) | first_layer | disable (VNNI/AMX machines only)"),
@@ -429,9 +433,10 @@ def _quantize_rules(p: dict) -> None:
                           f"off)")
     if len(set(p["float_ops"])) != len(p["float_ops"]):
         raise ParamsError(f"quantize.float_ops has duplicates: {p['float_ops']}")
-    if p["range_estimator"] != "mean_quantile" and p["range_quantile"] != SCHEMA["quantize"]["range_quantile"].default:
-        raise ParamsError(f"quantize.range_quantile = {p['range_quantile']} applies only to quantize.range_estimator = "
-                          f"mean_quantile (it is {p['range_estimator']!r}); drop it or set that estimator")
+    if p["range_estimator"] not in QUANTILE_ESTIMATORS and \
+            p["range_quantile"] != SCHEMA["quantize"]["range_quantile"].default:
+        raise ParamsError(f"quantize.range_quantile = {p['range_quantile']} applies only to quantize.range_estimator "
+                          f"quantile or mean_quantile (it is {p['range_estimator']!r}); drop it or set one of those")
     spans = {name: (p[f"{name}_seed"], p[f"{name}_seed"] + p[f"{name}_samples"])
              for name in ("calibration", "validation", "fidelity")}
     for a, b in (("calibration", "validation"), ("calibration", "fidelity"), ("validation", "fidelity")):

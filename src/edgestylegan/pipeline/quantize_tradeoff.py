@@ -34,6 +34,9 @@ DEFAULT_RECIPES = {
     "MatMul + Multiply float, 0 float blocks": {"float_ops": ["MatMul", "Multiply"], "float_blocks": 0},
     "MatMul + Multiply float, 2 float blocks, NNCF's ranges": {"float_ops": ["MatMul", "Multiply"], "float_blocks": 2,
                                                               "range_estimator": "default"},
+    "MatMul + Multiply float, 2 float blocks, mean_quantile ranges": {"float_ops": ["MatMul", "Multiply"],
+                                                                     "float_blocks": 2,
+                                                                     "range_estimator": "mean_quantile"},
     "MatMul + Multiply float, 2 float blocks": {"float_ops": ["MatMul", "Multiply"], "float_blocks": 2},
     "MatMul + Multiply float, 2 float blocks, float head": {"float_ops": ["MatMul", "Multiply"], "float_blocks": 2,
                                                            "float_head": True},
@@ -41,7 +44,7 @@ DEFAULT_RECIPES = {
     "MatMul + Multiply float, 5 float blocks": {"float_ops": ["MatMul", "Multiply"], "float_blocks": 5},
 }
 """What each lever costs: NNCF's performance preset with nothing else, then the portability fix, the float-block cut, the
-style multiplies, the range estimator and the output head (every recipe not naming a key keeps params.yaml's value)."""
+style multiplies, the range estimators and the output head (every recipe not naming a key keeps params.yaml's value)."""
 
 COLUMNS = ["recipe", "overrides", "psnr_db_mean", "psnr_db_min", "int8_conv_mac_fraction", "fd_enl0",
            "fid_vs_teacher", "latency_ms", "latency_vs_fp32"]

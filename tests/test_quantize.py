@@ -96,7 +96,8 @@ def _ranges_by_kind(model) -> dict[str, list[np.ndarray]]:
 
 def test_quantile_estimator_covers_every_calibration_style_per_channel(setup, float_onnx):
     """`quantile` leaves NNCF's own aggregation per quantizer kind: per-tensor ranges are mean_quantile's, the
-    per-channel ones (depthwise inputs, scaled by each latent's styles) span every calibration image's quantiles."""
+    per-channel ones (depthwise inputs, whose channel ranges vary from latent to latent) span every calibration
+    image's quantiles."""
     recipe = {**DEFAULTS, "float_blocks": 0, "overflow_fix": "disable"}
     cal = q.styles_inputs(0, 8, 32, 1.0)
     spanning, mean = (_ranges_by_kind(q.nncf_quantize(q.openvino_model(float_onnx), cal,

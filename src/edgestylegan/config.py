@@ -361,7 +361,7 @@ SCHEMA["quantize"] = {
                               help="NNCF activation range estimator (default: NNCF's own for the preset; quantile: "
                                    "per-image tail quantiles, their mean over the calibration images for per-tensor "
                                    "quantizers and their min / max for per-channel ones; mean_quantile: the mean for "
-                                   "both, which clips the depthwise inputs of latents with larger styles)"),
+                                   "both, which clips the depthwise inputs of latents whose channels run larger)"),
     "range_quantile": Float(1.0e-3, low=1.0e-6, high=0.05,
                             help="range_estimator quantile / mean_quantile: the tail probability clipped on each side "
                                  "of every activation's per-image range (NNCF's own: 1e-4; more clipping, finer "

@@ -87,8 +87,8 @@ def _advanced(recipe: dict):
     if recipe["range_estimator"] in ("quantile", "mean_quantile"):
         # mean_quantile: NNCF's preset (with our tail probability; its own: 1e-4), the mean over images everywhere.
         # quantile: no aggregator given, so NNCF keeps its own per quantizer kind: the mean over images for per-tensor
-        # quantizers, min / max over images for per-channel ones (the depthwise inputs, whose channels the styles
-        # scale differently for every latent: a mean clips the latents with the larger styles).
+        # quantizers, min / max over images for per-channel ones (the depthwise inputs, whose channel ranges vary
+        # from latent to latent: a mean clips every latent above it; scripts/quantize_sensitivity.py shows it).
         aggregator = AggregatorType.MEAN if recipe["range_estimator"] == "mean_quantile" else None
         tail = StatisticsCollectorParameters(statistics_type=StatisticsType.QUANTILE, aggregator_type=aggregator,
                                              quantile_outlier_prob=recipe["range_quantile"])

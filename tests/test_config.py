@@ -111,6 +111,8 @@ def test_importance_params_are_checked(edit, message):
     ({"range_quantile": 0.2}, r"quantize.range_quantile = 0.2 is out of range"),
     ({"range_quantile": 0.0}, r"quantize.range_quantile = 0.0 is out of range"),
     ({"range_estimator": "minmax", "range_quantile": 1e-2}, "applies only to quantize.range_estimator quantile or mean_quantile"),
+    ({"minmax_tensor_blocks": 4, "accuracy_control": True}, "would change ranges after quantize.accuracy_control"),
+    ({"minmax_tensor_blocks": -1}, r"quantize.minmax_tensor_blocks = -1 is out of range"),
     ({"student_float_last_blocks": -1}, "quantize.student_float_last_blocks"),
     ({"cle_alpha": -0.5}, r"quantize.cle_alpha = -0.5 must be in \[0, 1\] \(or -1"),
     ({"cle_alpha": 1.5}, r"quantize.cle_alpha = 1.5 is out of range"),
@@ -121,7 +123,7 @@ def test_bad_quantize_range_and_float_block_params_are_rejected(edit, message):
     with pytest.raises(ParamsError, match=message):
         validate(params, ["quantize"])
     params["quantize"].update(range_estimator="minmax", range_quantile=defaults()["quantize"]["range_quantile"],
-                              student_float_last_blocks=0, cle_alpha=-1)
+                              student_float_last_blocks=0, cle_alpha=-1, minmax_tensor_blocks=0)
     validate(params, ["quantize"])   # another estimator with the default quantile is fine
 
 

@@ -111,6 +111,24 @@ def test_quantile_estimator_covers_every_calibration_style_per_channel(setup, fl
     assert all(wider), wider
 
 
+def test_minmax_tensor_blocks_take_the_per_image_extremes_per_tensor(setup, float_onnx):
+    """minmax_tensor_blocks: the per-tensor ranges of those blocks are NNCF's mean_minmax ones; every per-channel range
+    stays the recipe's own; 0 changes nothing."""
+    recipe = {**DEFAULTS, "float_blocks": 0, "overflow_fix": "disable"}
+    cal = q.styles_inputs(0, 8, 32, 1.0)
+    plain, off, every, extremes = (
+        _ranges_by_kind(q.nncf_quantize(q.openvino_model(float_onnx), cal, {**recipe, **over}))
+        for over in ({}, {"minmax_tensor_blocks": 0}, {"minmax_tensor_blocks": 16}, {"range_estimator": "mean_minmax"}))
+    for kind in ("per_channel", "per_tensor"):
+        for a, b in zip(plain[kind], off[kind], strict=True):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(every["per_channel"], plain["per_channel"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(every["per_tensor"], extremes["per_tensor"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any((a[1] - a[0] > (b[1] - b[0]) * 1.01).all() for a, b in zip(every["per_tensor"], plain["per_tensor"]))
+
+
 def _int8_dot_weight_bounds(model) -> list[int]:
     """max |int8 weight| of every op that runs an int8 dot product over input channels (a Convolution or MatMul whose
     activation input is quantized): from the weight FakeQuantize's levels where the weights are fake-quantized, else

@@ -366,6 +366,11 @@ SCHEMA["quantize"] = {
                             help="range_estimator quantile / mean_quantile: the tail probability clipped on each side "
                                  "of every activation's per-image range (NNCF's own: 1e-4; more clipping, finer "
                                  "steps)"),
+    "minmax_tensor_blocks": Int(4, low=0, high=16,
+                                help="lowest-resolution synthesis blocks whose per-tensor activation quantizers take "
+                                     "the ranges of a second NNCF calibration with mean_minmax (per-image extremes "
+                                     "averaged): clipping there costs held-out PSNR, their rounding little fd_enl0; "
+                                     "0: off (not with accuracy_control)"),
     "overflow_fix": Choice("enable", "first_layer", "disable", default="enable",
                            help="7-bit weights so u8 x s8 pair sums cannot saturate on CPUs without VNNI: enable "
                                 "(every layer: safe on any x86 CPU) | first_layer | disable (VNNI/AMX machines only)"),
@@ -437,6 +442,9 @@ def _quantize_rules(p: dict) -> None:
             p["range_quantile"] != SCHEMA["quantize"]["range_quantile"].default:
         raise ParamsError(f"quantize.range_quantile = {p['range_quantile']} applies only to quantize.range_estimator "
                           f"quantile or mean_quantile (it is {p['range_estimator']!r}); drop it or set one of those")
+    if p["minmax_tensor_blocks"] and p["accuracy_control"]:
+        raise ParamsError(f"quantize.minmax_tensor_blocks = {p['minmax_tensor_blocks']} would change ranges after "
+                          f"quantize.accuracy_control has chosen its quantizers; set one of them to 0 / false")
     spans = {name: (p[f"{name}_seed"], p[f"{name}_seed"] + p[f"{name}_samples"])
              for name in ("calibration", "validation", "fidelity")}
     for a, b in (("calibration", "validation"), ("calibration", "fidelity"), ("validation", "fidelity")):

@@ -161,7 +161,8 @@ def nncf_quantize(model, calibration: list[dict], recipe: dict,
     """int8 OpenVINO model of the float OpenVINO `model` (static batch 1) by NNCF.
 
     recipe: the quantize params (preset, fast_bias_correction, smooth_quant_alpha, channel_alignment,
-    range_estimator, range_quantile, overflow_fix, float_ops, float_blocks, float_head, accuracy_control, min_psnr);
+    range_estimator, range_quantile, minmax_tensor_blocks, overflow_fix, float_ops, float_blocks, float_head,
+    accuracy_control, min_psnr);
     float_last_blocks: highest-resolution synthesis blocks (with the head) left float. With accuracy control,
     `validation` = (inputs, their fp32 images) scores a candidate by its per-latent PSNR against those images, and NNCF
     reverts the quantizers that cost the most until the mean reaches recipe["min_psnr"]."""
@@ -175,7 +176,12 @@ def nncf_quantize(model, calibration: list[dict], recipe: dict,
               ignored_scope=nncf.IgnoredScope(types=types, names=names) if types or names else None)
     with _nncf_quiet(), nncf_quantile_reducer():
         if not recipe["accuracy_control"]:
-            return _int8_storage(nncf.quantize(model, nncf.Dataset(calibration), **kw))
+            int8 = nncf.quantize(model.clone(), nncf.Dataset(calibration), **kw)
+            if recipe["minmax_tensor_blocks"]:
+                extremes = nncf.quantize(model, nncf.Dataset(calibration), **{
+                    **kw, "advanced_parameters": _advanced({**recipe, "range_estimator": "mean_minmax"})})
+                _take_tensor_ranges(int8, extremes, set(early_block_ops(model, recipe["minmax_tensor_blocks"])))
+            return _int8_storage(int8)
         from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
         def validate(compiled, pairs: Iterable) -> tuple[float, list[float]]:
@@ -189,6 +195,22 @@ def nncf_quantize(model, calibration: list[dict], recipe: dict,
             model, nncf.Dataset(calibration), nncf.Dataset(list(zip(*validation)), lambda pair: pair[0]), validate,
             max_drop=PSNR_CEILING_DB - recipe["min_psnr"], drop_type=nncf.DropType.ABSOLUTE,
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(num_ranking_workers=1), **kw))
+
+
+def _take_tensor_ranges(int8, donor, producers: set[str]) -> None:
+    """Give `int8`'s per-tensor activation quantizers behind the ops named in `producers` the ranges of `donor`'s
+    quantizer of the same name (`donor`: NNCF's quantization of the same model with another range estimator). Done by
+    hand because NNCF applies one range estimator to every activation quantizer of a model."""
+    from openvino import opset13
+
+    ranges = {op.get_friendly_name(): op for op in donor.get_ordered_ops() if op.get_type_name() == "FakeQuantize"}
+    for op in int8.get_ordered_ops():
+        if op.get_type_name() != "FakeQuantize" or op.input_value(0).get_node().get_friendly_name() not in producers \
+                or op.input_value(1).get_node().get_data().size != 1:
+            continue
+        for port in range(1, 5):       # input low / high, output low / high
+            op.input(port).replace_source_output(
+                opset13.constant(ranges[op.get_friendly_name()].input_value(port).get_node().get_data()).output(0))
 
 
 def _int8_storage(model):

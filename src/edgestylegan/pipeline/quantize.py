@@ -40,8 +40,9 @@ from .loaders import SOURCES, load_model, source_model
 
 RECIPE_KEYS = ("calibration_samples", "calibration_seed", "truncation", "preset", "fast_bias_correction",
                "smooth_quant_alpha", "channel_alignment", "cle_alpha", "range_estimator", "range_quantile",
-               "overflow_fix", "float_ops", "float_blocks", "float_head", "accuracy_control", "validation_samples",
-               "validation_seed", "ort_calibration", "ort_reduce_range", "fidelity_seed", "fidelity_samples")
+               "minmax_tensor_blocks", "overflow_fix", "float_ops", "float_blocks", "float_head", "accuracy_control",
+               "validation_samples", "validation_seed", "ort_calibration", "ort_reduce_range", "fidelity_seed",
+               "fidelity_samples")
 
 
 def float_last_blocks(quantize: dict, source: str, prune: dict) -> int:

@@ -76,7 +76,8 @@ def _ranges(model) -> np.ndarray:
 
 
 def test_range_quantile_clips_the_activation_ranges(setup, float_onnx):
-    recipe = {**DEFAULTS, "float_blocks": 0, "overflow_fix": "disable", "range_estimator": "mean_quantile"}
+    recipe = {**DEFAULTS, "float_blocks": 0, "overflow_fix": "disable", "range_estimator": "mean_quantile",
+              "minmax_tensor_blocks": 0}
     cal = q.styles_inputs(0, 8, 32, 1.0)
     wide, narrow = (_ranges(q.nncf_quantize(q.openvino_model(float_onnx), cal, {**recipe, "range_quantile": t}))
                     for t in (1e-5, 1e-2))
@@ -98,7 +99,7 @@ def test_quantile_estimator_covers_every_calibration_style_per_channel(setup, fl
     """`quantile` leaves NNCF's own aggregation per quantizer kind: per-tensor ranges are mean_quantile's, the
     per-channel ones (depthwise inputs, whose channel ranges vary from latent to latent) span every calibration
     image's quantiles."""
-    recipe = {**DEFAULTS, "float_blocks": 0, "overflow_fix": "disable"}
+    recipe = {**DEFAULTS, "float_blocks": 0, "overflow_fix": "disable", "minmax_tensor_blocks": 0}
     cal = q.styles_inputs(0, 8, 32, 1.0)
     spanning, mean = (_ranges_by_kind(q.nncf_quantize(q.openvino_model(float_onnx), cal,
                                                       {**recipe, "range_estimator": estimator}))
@@ -112,21 +113,22 @@ def test_quantile_estimator_covers_every_calibration_style_per_channel(setup, fl
 
 
 def test_minmax_tensor_blocks_take_the_per_image_extremes_per_tensor(setup, float_onnx):
-    """minmax_tensor_blocks: the per-tensor ranges of those blocks are NNCF's mean_minmax ones; every per-channel range
-    stays the recipe's own; 0 changes nothing."""
-    recipe = {**DEFAULTS, "float_blocks": 0, "overflow_fix": "disable"}
+    """minmax_tensor_blocks: the per-tensor ranges of those blocks are NNCF's mean_minmax ones, every per-channel range
+    stays the recipe's own; the later blocks keep theirs."""
+    recipe = {**DEFAULTS, "float_blocks": 0, "overflow_fix": "disable", "minmax_tensor_blocks": 0}
     cal = q.styles_inputs(0, 8, 32, 1.0)
-    plain, off, every, extremes = (
+    plain, every, first, extremes = (
         _ranges_by_kind(q.nncf_quantize(q.openvino_model(float_onnx), cal, {**recipe, **over}))
-        for over in ({}, {"minmax_tensor_blocks": 0}, {"minmax_tensor_blocks": 16}, {"range_estimator": "mean_minmax"}))
-    for kind in ("per_channel", "per_tensor"):
-        for a, b in zip(plain[kind], off[kind], strict=True):
-            np.testing.assert_array_equal(a, b)
+        for over in ({}, {"minmax_tensor_blocks": 16}, {"minmax_tensor_blocks": 2}, {"range_estimator": "mean_minmax"}))
     for a, b in zip(every["per_channel"], plain["per_channel"], strict=True):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(every["per_tensor"], extremes["per_tensor"], strict=True):
         np.testing.assert_array_equal(a, b)
     assert any((a[1] - a[0] > (b[1] - b[0]) * 1.01).all() for a, b in zip(every["per_tensor"], plain["per_tensor"]))
+    taken = [np.array_equal(a, e) and not np.array_equal(a, p)
+             for a, p, e in zip(first["per_tensor"], plain["per_tensor"], extremes["per_tensor"], strict=True)]
+    kept = [np.array_equal(a, p) for a, p in zip(first["per_tensor"], plain["per_tensor"])]
+    assert any(taken) and any(kept) and all(t or k for t, k in zip(taken, kept)), (taken, kept)
 
 
 def _int8_dot_weight_bounds(model) -> list[int]:

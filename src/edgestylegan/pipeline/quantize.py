@@ -67,7 +67,7 @@ def check_engine_fidelity(record: QuantizeRecord) -> None:
                         f"{record.num_fidelity_latents} held-out latents is {_db(record.engine_psnr(record.engine))}, "
                         f"below quantize.min_psnr = {target} dB; keep more of the network float "
                         f"(quantize.float_blocks, quantize.float_head, quantize.float_ops), clip less (a smaller "
-                        f"quantize.range_quantile), turn on quantize.accuracy_control, or lower quantize.min_psnr")
+                        f"quantize.range_quantile, more quantize.minmax_tensor_blocks), turn on quantize.accuracy_control, or lower quantize.min_psnr")
 
 
 def available_memory() -> int | None:

@@ -176,11 +176,12 @@ def nncf_quantize(model, calibration: list[dict], recipe: dict,
               ignored_scope=nncf.IgnoredScope(types=types, names=names) if types or names else None)
     with _nncf_quiet(), nncf_quantile_reducer():
         if not recipe["accuracy_control"]:
+            widened = set(early_block_ops(model, recipe["minmax_tensor_blocks"]))
             int8 = nncf.quantize(model.clone(), nncf.Dataset(calibration), **kw)
-            if recipe["minmax_tensor_blocks"]:
+            if widened:
                 extremes = nncf.quantize(model, nncf.Dataset(calibration), **{
                     **kw, "advanced_parameters": _advanced({**recipe, "range_estimator": "mean_minmax"})})
-                _take_tensor_ranges(int8, extremes, set(early_block_ops(model, recipe["minmax_tensor_blocks"])))
+                _take_tensor_ranges(int8, extremes, widened)
             return _int8_storage(int8)
         from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 

@@ -9,7 +9,7 @@ import yaml
 from edgestylegan.artifacts.quantize import QuantizeRecord
 from edgestylegan.compress import quantize as q
 from edgestylegan.config import SCHEMA
-from edgestylegan.errors import UserError
+from edgestylegan.errors import CheckpointError, UserError
 from edgestylegan.io.checkpoint import save_generator
 from edgestylegan.models.mobilestylegan import Generator, latents_from_seeds
 from edgestylegan.paths import Paths
@@ -71,8 +71,7 @@ def test_calibration_really_sets_the_ranges(setup, float_onnx):
 def _ranges(model) -> np.ndarray:
     """Width of every activation FakeQuantize's input range (weights have constant inputs)."""
     return np.array([float(np.max(op.input_value(2).get_node().get_data() - op.input_value(1).get_node().get_data()))
-                     for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
-                     and op.input_value(0).get_node().get_type_name() != "Constant"])
+                     for op in q.activation_quantizers(model)])
 
 
 def test_range_quantile_clips_the_activation_ranges(setup, float_onnx):
@@ -88,10 +87,9 @@ def test_range_quantile_clips_the_activation_ranges(setup, float_onnx):
 def _ranges_by_kind(model) -> dict[str, list[np.ndarray]]:
     """Every activation FakeQuantize's (low, high) input range, split into per-channel and per-tensor quantizers."""
     out = {"per_channel": [], "per_tensor": []}
-    for op in model.get_ordered_ops():
-        if op.get_type_name() == "FakeQuantize" and op.input_value(0).get_node().get_type_name() != "Constant":
-            low, high = (op.input_value(i).get_node().get_data().ravel() for i in (1, 2))
-            out["per_channel" if low.size > 1 else "per_tensor"].append(np.stack([low, high]))
+    for op in q.activation_quantizers(model):
+        low, high = (op.input_value(i).get_node().get_data().ravel() for i in (1, 2))
+        out["per_channel" if low.size > 1 else "per_tensor"].append(np.stack([low, high]))
     return out
 
 
@@ -464,14 +462,14 @@ def test_quantizer_sensitivity_bypasses_and_emulates_the_quantizers(setup, float
     shutil.copy(float_onnx, paths.float_onnx())
     xml = save_openvino_ir(q.nncf_quantize(q.openvino_model(float_onnx), q.styles_inputs(0, 8, 32, 1.0), recipe),
                            paths.int8_model("openvino"), setup.config, "int8")
-    names = {op.get_friendly_name() for op in sens.activation_quantizers(ov.Core().read_model(str(xml)))}
+    names = {op.get_friendly_name() for op in q.activation_quantizers(ov.Core().read_model(str(xml)))}
     assert len(names) > 2
-    assert sens.activation_quantizers(sens.with_active_quantizers(xml, set())) == []
+    assert q.activation_quantizers(sens.with_active_quantizers(xml, set())) == []
     one = sorted(names)[0]
-    assert [op.get_friendly_name() for op in sens.activation_quantizers(sens.with_active_quantizers(xml, {one}))] == [one]
+    assert [op.get_friendly_name() for op in q.activation_quantizers(sens.with_active_quantizers(xml, {one}))] == [one]
 
     model = ov.Core().read_model(str(xml))                   # The emulation is OpenVINO's own FakeQuantize.
-    quantizers = sens.activation_quantizers(model)
+    quantizers = q.activation_quantizers(model)
     first = len(model.outputs)
     model.add_outputs([o for op in quantizers for o in (op.input_value(0), op.output(0))])
     result = compile_openvino(model)(q.styles_inputs(100, 1, 32, 1.0)[0])
@@ -491,3 +489,10 @@ def test_quantizer_sensitivity_bypasses_and_emulates_the_quantizers(setup, float
     every = float(text.split("every activation quantizer active (the int8 model): ")[1].split(" dB")[0])
     assert none > every and all(every - 0.5 < r["psnr_db_without"] and r["psnr_db_alone"] < none + 0.5 for r in rows)
     assert all(r["sqnr_db_rounding"] > 0 and r["sqnr_db_clipping"] > 0 for r in rows)
+
+    xml.write_text("<net>not an IR")                          # Corrupt, then missing: each names its fix.
+    with pytest.raises(CheckpointError, match="int8.xml is not a readable OpenVINO IR"):
+        sens.run_quantize_sensitivity(params, tmp_path, threads=1)
+    xml.unlink()
+    with pytest.raises(UserError, match=r"int8.xml not found; run `dvc repro quantize`"):
+        sens.run_quantize_sensitivity(params, tmp_path, threads=1)

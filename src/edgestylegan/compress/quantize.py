@@ -177,7 +177,7 @@ def nncf_quantize(model, calibration: list[dict], recipe: dict,
     with _nncf_quiet(), nncf_quantile_reducer():
         if not recipe["accuracy_control"]:
             widened = set(early_block_ops(model, recipe["minmax_tensor_blocks"]))
-            int8 = nncf.quantize(model.clone(), nncf.Dataset(calibration), **kw)
+            int8 = nncf.quantize(model, nncf.Dataset(calibration), **kw)     # NNCF leaves `model` as it was
             if widened:
                 extremes = nncf.quantize(model, nncf.Dataset(calibration), **{
                     **kw, "advanced_parameters": _advanced({**recipe, "range_estimator": "mean_minmax"})})
@@ -198,20 +198,25 @@ def nncf_quantize(model, calibration: list[dict], recipe: dict,
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(num_ranking_workers=1), **kw))
 
 
+def activation_quantizers(model) -> list:
+    """The FakeQuantize ops of an OpenVINO model that quantize activations (NNCF stores weights as int8 constants)."""
+    return [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
+            and op.input_value(0).get_node().get_type_name() != "Constant"]
+
+
 def _take_tensor_ranges(int8, donor, producers: set[str]) -> None:
     """Give `int8`'s per-tensor activation quantizers behind the ops named in `producers` the ranges of `donor`'s
     quantizer of the same name (`donor`: NNCF's quantization of the same model with another range estimator). Done by
     hand because NNCF applies one range estimator to every activation quantizer of a model."""
     from openvino import opset13
 
-    ranges = {op.get_friendly_name(): op for op in donor.get_ordered_ops() if op.get_type_name() == "FakeQuantize"}
-    for op in int8.get_ordered_ops():
-        if op.get_type_name() != "FakeQuantize" or op.input_value(0).get_node().get_friendly_name() not in producers \
-                or op.input_value(1).get_node().get_data().size != 1:
-            continue
-        for port in range(1, 5):       # input low / high, output low / high
-            op.input(port).replace_source_output(
-                opset13.constant(ranges[op.get_friendly_name()].input_value(port).get_node().get_data()).output(0))
+    ranges = {op.get_friendly_name(): op for op in activation_quantizers(donor)}
+    for op in activation_quantizers(int8):
+        if op.input_value(0).get_node().get_friendly_name() in producers \
+                and op.input_value(1).get_node().get_data().size == 1:
+            for port in range(1, 5):       # input low / high, output low / high
+                op.input(port).replace_source_output(
+                    opset13.constant(ranges[op.get_friendly_name()].input_value(port).get_node().get_data()).output(0))
 
 
 def _int8_storage(model):

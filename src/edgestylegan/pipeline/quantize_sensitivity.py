@@ -16,22 +16,15 @@ import numpy as np
 
 from ..compress import quantize as q
 from ..config import read_yaml, validate
-from ..errors import UserError
 from ..io.atomic import write_text
 from ..io.tables import csv_text
 from ..metrics.latency import cpu_info
 from ..paths import Paths
 from ..runtimes.onnx import compile_openvino
-from .loaders import SOURCES
+from .quantize_tradeoff import require_quantize_outputs
 
 COLUMNS = ["quantizer", "ranges", "consumer", "psnr_db_alone", "psnr_db_without", "sqnr_db_clipping",
            "sqnr_db_rounding"]
-
-
-def activation_quantizers(model) -> list:
-    """The FakeQuantize ops of an OpenVINO model that quantize activations (NNCF's weights are int8 constants)."""
-    return [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
-            and op.input_value(0).get_node().get_type_name() != "Constant"]
 
 
 def with_active_quantizers(xml: Path, active: set[str]):
@@ -39,7 +32,7 @@ def with_active_quantizers(xml: Path, active: set[str]):
     import openvino as ov
 
     model = ov.Core().read_model(str(xml))
-    for op in activation_quantizers(model):
+    for op in q.activation_quantizers(model):
         if op.get_friendly_name() not in active:
             op.output(0).replace(op.input_value(0))
     return model
@@ -69,7 +62,7 @@ def clipping_and_rounding(xml: Path, inputs: list[dict], threads: int | None) ->
     import openvino as ov
 
     model = ov.Core().read_model(str(xml))
-    quantizers = activation_quantizers(model)
+    quantizers = q.activation_quantizers(model)
     first = len(model.outputs)
     model.add_outputs([op.input_value(0) for op in quantizers])
     compiled = compile_openvino(model, threads=threads)
@@ -101,14 +94,10 @@ def _markdown(rows: list[dict], summary: dict, cpu: dict, n: int, xml: Path) -> 
 
 def run_quantize_sensitivity(params_path: str | Path = "params.yaml", root: str | Path = ".",
                              threads: int | None = None, source: str = "operating_point") -> list[dict]:
-    if source not in SOURCES:
-        raise UserError(f"--source {source!r}: choose one of {SOURCES}")
     paths = Paths(Path(root))
     p = validate(read_yaml(params_path), ["quantize"], str(params_path))["quantize"]
     float_onnx, xml = paths.float_onnx(source), paths.int8_model("openvino", source)
-    if not (float_onnx.is_file() and xml.is_file()):
-        stage = "quantize_student" if source == "student" else "quantize"
-        raise UserError(f"{float_onnx} and {xml} are needed; run `dvc repro {stage}` first")
+    require_quantize_outputs(paths, source, float_onnx, xml)
     fp32 = compile_openvino(q.openvino_model(float_onnx), threads=threads)
     style_dim = fp32.input("z").get_partial_shape()[1].get_length()
     inputs = q.styles_inputs(p["validation_seed"], p["validation_samples"], style_dim, p["truncation"])
@@ -117,14 +106,13 @@ def run_quantize_sensitivity(params_path: str | Path = "params.yaml", root: str 
     import openvino as ov
 
     model = ov.Core().read_model(str(xml))        # Kept referenced: its ops' consumers are read below.
-    quantizers = activation_quantizers(model)
+    quantizers = q.activation_quantizers(model)
     names = [op.get_friendly_name() for op in quantizers]
     errors = clipping_and_rounding(xml, inputs, threads)
-    summary = {"all": _mean_psnr(with_active_quantizers(xml, set(names)), inputs, reference, threads),
+    summary = {"all": _mean_psnr(model, inputs, reference, threads),
                "none": _mean_psnr(with_active_quantizers(xml, set()), inputs, reference, threads)}
     rows = []
-    for i, op in enumerate(quantizers):
-        name = names[i]
+    for i, (op, name) in enumerate(zip(quantizers, names)):
         print(f"[{i + 1}/{len(names)}] {name}", flush=True)
         consumers = sorted({t.get_node().get_type_name() for t in op.output(0).get_target_inputs()})
         ranges = op.input_value(1).get_node().get_data().size

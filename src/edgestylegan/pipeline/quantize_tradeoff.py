@@ -23,7 +23,7 @@ from ..paths import Paths
 from .loaders import SOURCES
 from .quantize import float_last_blocks
 from ..runtimes import openvino_profile
-from ..runtimes.onnx import OpenVINOOnnxGenerator, save_openvino_ir
+from ..runtimes.onnx import OpenVINOOnnxGenerator, generator_metadata, save_openvino_ir
 
 DEFAULT_RECIPES = {
     "performance preset, no overflow fix, all int8, NNCF's ranges": {"float_ops": [], "float_blocks": 0,
@@ -48,6 +48,19 @@ style multiplies, the range estimators and the output head (every recipe not nam
 
 COLUMNS = ["recipe", "overrides", "psnr_db_mean", "psnr_db_min", "int8_conv_mac_fraction", "fd_enl0",
            "fid_vs_teacher", "latency_ms", "latency_vs_fp32"]
+
+
+def require_quantize_outputs(paths: Paths, source: str, *files: Path) -> None:
+    """Stage quantize's (source student: quantize_student's) `files` exist and are generator exports: a UserError
+    naming the stage to run if one is missing, a CheckpointError naming the file if one is unreadable."""
+    if source not in SOURCES:
+        raise UserError(f"--source {source!r}: choose one of {SOURCES}")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        stage = "quantize_student" if source == "student" else "quantize"
+        raise UserError(f"{' and '.join(missing)} not found; run `dvc repro {stage}` first")
+    for f in files:
+        generator_metadata(f)
 
 
 def recipe_params(raw: dict, overrides: dict, source: str) -> dict:
@@ -91,8 +104,6 @@ def _markdown(rows: list[dict], cpu: dict, fp32_ms: float, n: int, fidelity: int
 def run_quantize_tradeoff(recipes: dict[str, dict] | None = None, params_path: str | Path = "params.yaml",
                           root: str | Path = ".", repeats: int = 5, threads: int | None = None,
                           source: str = "operating_point") -> list[dict]:
-    if source not in SOURCES:
-        raise UserError(f"--source {source!r}: choose one of {SOURCES}")
     recipes = DEFAULT_RECIPES if recipes is None else recipes
     paths = Paths(Path(root))
     raw = read_yaml(params_path)
@@ -100,9 +111,7 @@ def run_quantize_tradeoff(recipes: dict[str, dict] | None = None, params_path: s
     base = validate(raw, ["quantize", "eval", "prune"], str(params_path))
     cfg = EvalConfig.from_params(base["eval"])
     float_onnx = paths.float_onnx(source)
-    if not float_onnx.is_file():
-        stage = "quantize_student" if source == "student" else "quantize"
-        raise UserError(f"{float_onnx} not found; run `dvc repro {stage}` first")
+    require_quantize_outputs(paths, source, float_onnx)
     ref = Reference(paths.eval_reference, cfg)
     statistics = reference_statistics(cfg)
     p = base["quantize"]
